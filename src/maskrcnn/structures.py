@@ -1,0 +1,61 @@
+"""Typed containers passed between the steps, and the label constants.
+
+Shape letters used here:
+    N: number of instances (detections or ground-truth objects) in one image
+    H, W: height and width of the image the instances belong to
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Class id 0 is background in every data set and every head (DESIGN.md, "Conventions").
+BACKGROUND = 0
+
+# Matcher labels, shared by the RPN targets and the detection targets (STYLE.md rule 4).
+IGNORE = -1
+NEGATIVE = 0
+POSITIVE = 1
+
+
+@dataclass
+class Detections:
+    """What the model found in one image, in that image's pixels.
+
+    boxes:  (N, 4) float32, x1 y1 x2 y2, absolute pixels of the input image
+    labels: (N,) int64, 1..num_classes-1
+    scores: (N,) float32, descending
+    masks:  (N, H, W) bool, the input image's size
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    scores: Tensor
+    masks: Tensor
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the image the masks cover."""
+        return int(self.masks.shape[-2]), int(self.masks.shape[-1])
+
+    @classmethod
+    def empty(cls, height: int, width: int, device: torch.device | str = "cpu") -> "Detections":
+        """No instances: boxes (0, 4), labels (0,), scores (0,), masks (0, H, W)."""
+        return cls(
+            boxes=torch.zeros((0, 4), dtype=torch.float32, device=device),
+            labels=torch.zeros((0,), dtype=torch.int64, device=device),
+            scores=torch.zeros((0,), dtype=torch.float32, device=device),
+            masks=torch.zeros((0, height, width), dtype=torch.bool, device=device),
+        )
+
+    def to(self, device: torch.device | str) -> "Detections":
+        return Detections(self.boxes.to(device), self.labels.to(device), self.scores.to(device), self.masks.to(device))
+
+    def __getitem__(self, index) -> "Detections":
+        """Select instances by index, slice or boolean mask."""
+        return Detections(self.boxes[index], self.labels[index], self.scores[index], self.masks[index])
