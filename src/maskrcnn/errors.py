@@ -1,0 +1,22 @@
+"""Our own exception types: every user-facing failure names the file, id and field (STYLE.md rule 15)."""
+from __future__ import annotations
+
+
+class MaskRCNNError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(MaskRCNNError, ValueError):
+    """A configuration value is impossible (names the field and the allowed range)."""
+
+
+class DataError(MaskRCNNError, ValueError):
+    """A data set file, image or annotation is unusable (names the file and the image or annotation id)."""
+
+
+class CheckpointError(MaskRCNNError):
+    """A checkpoint or weights file cannot be read or does not fit the model (names the file)."""
+
+
+class TrainingError(MaskRCNNError):
+    """Training cannot go on (a non-finite loss names the step and each loss value)."""
