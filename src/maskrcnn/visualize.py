@@ -1,0 +1,213 @@
+"""Pictures of instances and training curves, as arrays and PNG files (never a window: STYLE.md rule 13).
+
+Shape letters:
+    N: instances in one image
+    H, W: the image's height and width
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from .data.dataset import masks_to_boxes
+from .structures import Detections
+
+# The losses a training log holds (DESIGN.md, "Training"); "loss" is their sum.
+LOSS_NAMES = ("loss", "rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
+
+
+def instance_colors(count: int) -> list[tuple[int, int, int]]:
+    """`count` bright RGB colours with hues spread by the golden ratio, so neighbours in the list differ."""
+    golden = (math.sqrt(5) - 1) / 2
+    colors = []
+    for i in range(count):
+        r, g, b = colorsys.hsv_to_rgb((i * golden) % 1.0, 0.85, 1.0)
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colors
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 as is; (H, W) and (H, W, 4) converted; anything else is a ValueError."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3].copy()
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image.copy()
+    raise ValueError(f"image must be (H, W, 3) RGB, (H, W) gray or (H, W, 4) RGBA, got shape {image.shape}")
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool: mask pixels with a 4-neighbour outside the mask (or the image)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
+
+
+def _draw(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray, captions: Sequence[str], alpha: float) -> np.ndarray:
+    """Blend masks (N, H, W), outline them, draw boxes (N, 4) x1 y1 x2 y2 and captions; returns (H, W, 3) uint8."""
+    height, width = image.shape[:2]
+    if masks.shape[0] and masks.shape[1:] != (height, width):
+        raise ValueError(f"masks are {masks.shape[1]}x{masks.shape[2]} but the image is {height}x{width}")
+    colors = instance_colors(len(boxes))
+    canvas = image.astype(np.float32)
+    for mask, color in zip(masks, colors):
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * np.asarray(color, dtype=np.float32)
+        canvas[_outline(mask)] = color
+    picture = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    for (x1, y1, x2, y2), caption, color in zip(boxes.tolist(), captions, colors):
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=1)
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+        text_w, text_h = right - left + 2, bottom - top + 2
+        # Above the box when there is room, else just inside its top; always inside the image.
+        tx = min(max(0.0, x1), max(0.0, width - text_w))
+        ty = y1 - text_h if y1 - text_h >= 0 else min(max(0.0, y1), max(0.0, height - text_h))
+        draw.rectangle([tx, ty, tx + text_w - 1, ty + text_h - 1], fill=color)
+        draw.text((tx + 1 - left, ty + 1 - top), caption, fill=(0, 0, 0), font=font)
+    return np.asarray(picture)
+
+
+def draw_instances(image: np.ndarray, detections: Detections, class_names: Sequence[str], *,
+                   score_threshold: float | None = None, alpha: float = 0.45) -> np.ndarray:
+    """Draw detections on a copy of `image` (H, W, 3) uint8 -> (H, W, 3) uint8.
+
+    Each instance gets its own colour: a translucent mask (`alpha` of the colour) with a solid outline, its box
+    and a caption "class score" kept inside the image. Detections below `score_threshold` are left out.
+    """
+    image = _as_rgb(image)
+    detections = detections.to("cpu")
+    if score_threshold is not None:
+        detections = detections[detections.scores >= score_threshold]
+    labels = detections.labels.tolist()
+    scores = detections.scores.tolist()
+    captions = [f"{_class_name(class_names, label)} {score:.2f}" for label, score in zip(labels, scores)]
+    return _draw(image, detections.boxes.numpy(), detections.masks.numpy().astype(bool), captions, alpha)
+
+
+def draw_ground_truth(dataset, image_index: int, *, alpha: float = 0.45) -> np.ndarray:
+    """Draw a data set image's ground truth -> (H, W, 3) uint8; crowd regions are captioned "class (crowd)"."""
+    image = _as_rgb(dataset.load_image(image_index))
+    masks, class_ids = dataset.load_mask(image_index)  # (N, H, W) bool, (N,) int64; negative = crowd
+    masks = np.asarray(masks, dtype=bool)
+    captions = [
+        _class_name(dataset.class_names, abs(int(c))) + (" (crowd)" if c < 0 else "") for c in np.asarray(class_ids)
+    ]
+    return _draw(image, masks_to_boxes(masks), masks, captions, alpha)
+
+
+def _class_name(class_names: Sequence[str], label: int) -> str:
+    return class_names[label] if 0 <= label < len(class_names) else f"class {label}"
+
+
+def save_image(array: np.ndarray | torch.Tensor, path: str | Path) -> Path:
+    """Write an (H, W, 3) or (H, W) uint8 array as PNG; the parent folder is created. Returns the path."""
+    if isinstance(array, torch.Tensor):
+        array = array.cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_as_rgb(np.asarray(array))).save(path, format="PNG")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _save_figure(figure: Figure, path: str | Path) -> Path:
+    # Drawing through FigureCanvasAgg keeps pyplot's global state and any window backend out of it.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, format="png")
+    return path
+
+
+def _read_records(records: Iterable[dict] | str | Path) -> list[dict]:
+    """Records as given, or read from a JSON-lines file (one object a line, blank lines skipped)."""
+    if isinstance(records, (str, Path)):
+        path = Path(records)
+        lines = path.read_text().splitlines()
+        parsed = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    parsed.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not a JSON object: {error}") from error
+        return parsed
+    return list(records)
+
+
+def _loss_keys(records: list[dict]) -> list[str]:
+    """The five named losses and the total, their "val_" forms, and any other key with "loss" in its name."""
+    seen = [key for record in records for key in record]
+    keys = [name for name in LOSS_NAMES if name in seen]
+    keys += [f"val_{name}" for name in LOSS_NAMES if f"val_{name}" in seen]
+    keys += sorted({key for key in seen if "loss" in key and key not in keys})
+    return keys
+
+
+def plot_losses(records: Iterable[dict] | str | Path, path: str | Path) -> Path:
+    """Plot loss curves against "step" (or the record's position) and write a PNG.
+
+    `records` is a list of dicts such as {"step": 10, "loss": 2.1, "rpn_class": 0.3, ...}, or the path of a
+    JSON-lines file of them. The total is drawn thick; the y axis is logarithmic when the values are all
+    positive and span more than a factor of 20.
+    """
+    records = _read_records(records)
+    keys = _loss_keys(records)
+    if not keys:
+        raise ValueError("plot_losses: the records hold no losses (expected keys such as 'loss', 'rpn_class')")
+    figure = Figure(figsize=(8, 5), dpi=100)
+    axes = figure.add_subplot()
+    finite_values = []
+    for key in keys:
+        points = [(record.get("step", position), float(record[key])) for position, record in enumerate(records)
+                  if isinstance(record.get(key), numbers.Real) and math.isfinite(record[key])]
+        if not points:
+            continue
+        steps, values = zip(*points)
+        finite_values.extend(values)
+        axes.plot(steps, values, label=key, linewidth=2.2 if key == "loss" else 1.0)
+    if finite_values and min(finite_values) > 0 and max(finite_values) / min(finite_values) > 20:
+        axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
+def plot_precision_recall(precisions: Sequence[float], recalls: Sequence[float], path: str | Path, *,
+                          title: str = "Precision-Recall", ap: float | None = None) -> Path:
+    """Plot the precision-recall steps of `evaluation.compute_ap` and write a PNG.
+
+    The area shaded under the steps is the AP `compute_ap` reports (precision i holds from recall i-1 to i).
+    """
+    precisions, recalls = np.asarray(precisions, dtype=float), np.asarray(recalls, dtype=float)
+    if precisions.shape != recalls.shape:
+        raise ValueError(f"precisions {precisions.shape} and recalls {recalls.shape} differ in shape")
+    figure = Figure(figsize=(5, 5), dpi=100)
+    axes = figure.add_subplot()
+    axes.plot(recalls, precisions, drawstyle="steps-pre")
+    axes.fill_between(recalls, precisions, step="pre", alpha=0.25)
+    axes.set_xlim(0, 1.05)
+    axes.set_ylim(0, 1.05)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_title(title if ap is None else f"{title} (AP = {ap:.3f})")
+    figure.tight_layout()
+    return _save_figure(figure, path)
