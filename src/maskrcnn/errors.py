@@ -20,3 +20,7 @@ class CheckpointError(MaskRCNNError):
 
 class TrainingError(MaskRCNNError):
     """Training cannot go on (a non-finite loss names the step and each loss value)."""
+
+
+class DataWarning(UserWarning):
+    """A data problem that was worked around: an annotation skipped or clipped (names the file and id)."""

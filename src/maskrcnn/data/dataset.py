@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DataError
+from .images import read_image
 
 
 class Dataset:
@@ -27,6 +27,8 @@ class Dataset:
         self.image_info: list[dict] = []
         self.class_info: list[dict] = [{"source": "", "id": 0, "name": "BG"}]
         self._prepared = False
+        # Problems worked around while reading the annotations (skipped instances, ...), for `validate_dataset`.
+        self.load_problems: list = []
 
     # ------------------------------------------------------------------ registration
     def add_class(self, source: str, class_id: int, class_name: str) -> None:
@@ -79,13 +81,18 @@ class Dataset:
         return str(info.get("path") or f"{info['source']}:{info['id']}")
 
     def load_image(self, image_index: int) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, read from `image_info[i]['path']`."""
-        path = self.image_info[image_index]["path"]
+        """(H, W, 3) uint8 RGB, read from `image_info[i]['path']` by `read_image` (EXIF, 16-bit, ... handled).
+
+        When the image was registered with `height` and `width`, a file of another size is a DataError.
+        """
+        info = self.image_info[image_index]
+        expected = None
+        if isinstance(info.get("height"), int) and isinstance(info.get("width"), int):
+            expected = (info["height"], info["width"])
         try:
-            with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: cannot read image {self.image_info[image_index]['id']!r}: {error}") from error
+            return read_image(info["path"], expected_size=expected)
+        except DataError as error:
+            raise DataError(f"image {info['id']!r}: {error}") from error
 
     def load_mask(self, image_index: int) -> tuple[np.ndarray, np.ndarray]:
         """Instance masks (N, H, W) bool and class ids (N,) int64 (internal ids).
@@ -96,6 +103,10 @@ class Dataset:
         """
         image = self.load_image(image_index)
         return np.zeros((0,) + image.shape[:2], dtype=bool), np.zeros((0,), dtype=np.int64)
+
+    def num_instances(self, image_index: int) -> int:
+        """Number of non-crowd instances of one image (subclasses answer without decoding masks)."""
+        return int((self.load_mask(image_index)[1] > 0).sum())
 
     def load_target(self, image_index: int) -> dict:
         """Training target of one image: crowd regions dropped, boxes from the masks.

@@ -1,0 +1,282 @@
+"""COCO-format instance annotations, decoded by pycocotools.
+
+The whole file is checked when the data set is built, so a broken file fails before training starts, with a
+message naming the file and the image or annotation id:
+- structure (does not parse, a missing top-level list or field, duplicate ids, unknown image or category,
+  an RLE of another size than its image, an image name that is absolute or leaves the image folder): DataError;
+- single bad instances (a box of zero size or entirely outside its image, no usable polygon, no
+  segmentation): skipped with a DataWarning; polygons with < 3 points or an odd coordinate count are dropped
+  and boxes partly outside are clipped, keeping the instance. A summary warning gives the counts, and more than
+  `max_skip_fraction` of the instances skipped is a DataError.
+
+Category ids may have gaps (COCO's 1..90 hold 80 classes); they map to contiguous internal ids 1..K in
+ascending order, and `get_source_class_id(internal_id, "coco")` maps back. Crowd regions come back from
+`load_mask` with a negative class id. Images without annotations are kept as negatives.
+
+Shape letters: N: instances of one image; H, W: the image's height and width.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from ..errors import DataError, DataWarning
+from .dataset import Dataset
+from .paths import join_inside
+from .problems import SkipLog
+
+
+class CocoDataset(Dataset):
+    """Images and instances of one COCO annotation file.
+
+    `.coco` is a pycocotools COCO object of the file's images, categories and the annotations that were kept
+    (with missing `area` / `iscrowd` filled in), ready for COCOeval.
+    allow_empty: accept a file with no usable (non-crowd) instance at all, e.g. unlabelled images to evaluate on.
+    """
+
+    def __init__(self, annotation_file, image_dir=None, *, max_skip_fraction: float = 0.05, allow_empty: bool = False):
+        super().__init__()
+        self.annotation_file = os.fspath(annotation_file)
+        self.image_dir = os.fspath(image_dir) if image_dir is not None else os.path.dirname(self.annotation_file)
+        data = _read_json(self.annotation_file)
+        self._where = self.annotation_file
+        category_to_internal = self._add_categories(data["categories"])
+        images = self._add_images(data["images"])
+        log = SkipLog(self.annotation_file)
+        kept = self._add_annotations(data["annotations"], images, category_to_internal, log)
+        log.finish(len(data["annotations"]), max_skip_fraction)
+        self.load_problems = list(log.problems)
+        self.coco = _make_coco({**data, "annotations": kept})
+        self.prepare()
+        if not allow_empty and not any(self.num_instances(i) for i in range(len(self))):
+            raise DataError(
+                f"{self.annotation_file}: no usable instance in the whole data set ({len(data['annotations'])} "
+                f"annotations, {log.num_skipped} skipped, the rest crowd); training needs instances. "
+                f"Pass allow_empty=True to build it for evaluation only."
+            )
+
+    # ------------------------------------------------------------------ parsing
+    def _add_categories(self, categories: list) -> dict:
+        ids = {}
+        for index, category in enumerate(categories):
+            where = f"{self._where}: categories[{index}]"
+            category_id = _field(category, "id", where, int)
+            name = _field(category, "name", where, str)
+            if category_id in ids:
+                raise DataError(f"{self._where}: category id {category_id} appears twice in 'categories'")
+            ids[category_id] = name
+        if any(category_id <= 0 for category_id in ids):
+            # 0 is background inside the library, so a COCO category 0 could not be mapped back unambiguously.
+            raise DataError(f"{self._where}: category ids must be positive, got {sorted(ids)[0]}")
+        for category_id in sorted(ids):
+            self.add_class("coco", category_id, ids[category_id])
+        return {category_id: internal for internal, category_id in enumerate(sorted(ids), start=1)}
+
+    def _add_images(self, images: list) -> dict:
+        by_id = {}
+        for index, image in enumerate(images):
+            where = f"{self._where}: images[{index}]"
+            image_id = _field(image, "id", where, (int, str))
+            where = f"{self._where}: image {image_id!r}"
+            if image_id in by_id:
+                raise DataError(f"{self._where}: image id {image_id!r} appears twice in 'images'")
+            width = _field(image, "width", where, int)
+            height = _field(image, "height", where, int)
+            file_name = _field(image, "file_name", where, str)
+            if width <= 0 or height <= 0:
+                raise DataError(f"{where}: width and height must be positive, got {width}x{height}")
+            path = join_inside(self.image_dir, file_name, where=where)
+            by_id[image_id] = len(self.image_info)
+            self.add_image("coco", image_id, path, width=width, height=height, annotations=[])
+        return by_id
+
+    def _add_annotations(self, annotations: list, images: dict, category_to_internal: dict, log: SkipLog) -> list:
+        """Check every annotation, attach the usable ones to their image; returns them for `.coco`."""
+        seen, kept = set(), []
+        for index, annotation in enumerate(annotations):
+            where = f"{self._where}: annotations[{index}]"
+            annotation_id = _field(annotation, "id", where, (int, str))
+            where = f"{self._where}: annotation {annotation_id!r}"
+            if annotation_id in seen:
+                raise DataError(f"{self._where}: annotation id {annotation_id!r} appears twice in 'annotations'")
+            seen.add(annotation_id)
+            image_id = _field(annotation, "image_id", where, (int, str))
+            category_id = _field(annotation, "category_id", where, int)
+            bbox = _field(annotation, "bbox", where, list)
+            if image_id not in images:
+                raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
+            if category_id not in category_to_internal:
+                raise DataError(f"{where}: category_id {category_id} is not in 'categories' "
+                                f"(known: {sorted(category_to_internal)})")
+            if len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+                raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
+            info = self.image_info[images[image_id]]
+            ids = {"image_id": image_id, "annotation_id": annotation_id}
+            box_xyxy = self._check_box(bbox, info, log, ids)
+            if box_xyxy is None:
+                continue
+            segmentation = self._check_segmentation(annotation.get("segmentation"), info, where, log, ids)
+            if segmentation is None:
+                continue
+            crowd = bool(annotation.get("iscrowd", 0))
+            internal = category_to_internal[category_id]
+            info["annotations"].append({"id": annotation_id, "class_id": -internal if crowd else internal,
+                                        "segmentation": segmentation, "box": box_xyxy})
+            kept.append({**annotation, "segmentation": segmentation, "iscrowd": int(crowd),
+                         "area": annotation.get("area", _area(segmentation, info))})
+        return kept
+
+    def _check_box(self, bbox: list, info: dict, log: SkipLog, ids: dict):
+        """COCO (x, y, w, h) -> (x1, y1, x2, y2) clipped to the image, or None (skipped)."""
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            log.skip("zero-size boxes", f"box {bbox} has zero or negative width or height; skipped", **ids)
+            return None
+        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, info["width"]), min(y + h, info["height"])
+        if x1 >= x2 or y1 >= y2:
+            log.skip("boxes outside their image",
+                     f"box {bbox} lies entirely outside the {info['width']}x{info['height']} image; skipped", **ids)
+            return None
+        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+            log.repair("boxes clipped", f"box {bbox} reaches outside the image; clipped", **ids)
+        return (x1, y1, x2, y2)
+
+    def _check_segmentation(self, segmentation, info: dict, where: str, log: SkipLog, ids: dict):
+        """Polygons with bad ones dropped, or an RLE checked against the image size; None to skip."""
+        height, width = info["height"], info["width"]
+        if isinstance(segmentation, dict):
+            if "size" not in segmentation or "counts" not in segmentation:
+                raise DataError(f"{where}: RLE segmentation needs 'size' and 'counts'")
+            if segmentation["size"] != [height, width]:
+                raise DataError(f"{where}: RLE size {segmentation['size']} differs from its image "
+                                f"{info['id']!r} ([height, width] = [{height}, {width}])")
+            counts = segmentation["counts"]
+            if isinstance(counts, list) and sum(counts) != height * width:
+                raise DataError(f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height*width = "
+                                f"{height * width}")
+            if not isinstance(counts, (list, str, bytes)):
+                raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+            return segmentation
+        if not isinstance(segmentation, list) or not segmentation:
+            log.skip("instances without segmentation", "has no segmentation; skipped", **ids)
+            return None
+        if all(_is_number(v) for v in segmentation):
+            segmentation = [segmentation]  # a single flat polygon, as some exporters write it
+        polygons = []
+        for number, polygon in enumerate(segmentation):
+            valid = isinstance(polygon, list) and all(_is_number(v) for v in polygon)
+            if valid and len(polygon) >= 6 and len(polygon) % 2 == 0:
+                polygons.append([float(v) for v in polygon])
+            else:
+                size = len(polygon) if isinstance(polygon, list) else "?"
+                log.repair("polygons dropped", f"polygon {number} ({size} coordinates) is not a polygon of >= 3 "
+                           f"points with an even number of numbers; dropped", **ids)
+        if not polygons:
+            log.skip("instances without a valid polygon", "no valid polygon left; instance skipped", **ids)
+            return None
+        return polygons
+
+    # ------------------------------------------------------------------ loading
+    def num_instances(self, image_index: int) -> int:
+        return sum(1 for record in self.image_info[image_index]["annotations"] if record["class_id"] > 0)
+
+    def load_mask(self, image_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) bool masks and (N,) int64 internal class ids, negative for crowd regions."""
+        info = self.image_info[image_index]
+        height, width = info["height"], info["width"]
+        masks, class_ids = [], []
+        for record in info["annotations"]:
+            mask = decode_segmentation(record["segmentation"], height, width)
+            if not mask.any():
+                # Possible only when the polygon lies outside the image while its box does not.
+                warnings.warn(f"{self.annotation_file}: annotation {record['id']!r} (image {info['id']!r}): "
+                              f"its mask has no pixel inside the image; left out", DataWarning, stacklevel=2)
+                continue
+            masks.append(mask)
+            class_ids.append(record["class_id"])
+        if not masks:
+            return np.zeros((0, height, width), dtype=bool), np.zeros((0,), dtype=np.int64)
+        return np.stack(masks), np.array(class_ids, dtype=np.int64)
+
+    def image_reference(self, image_index: int) -> str:
+        info = self.image_info[image_index]
+        return f"{info['path']} (image {info['id']!r} of {self.annotation_file})"
+
+
+def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
+    """(H, W) bool mask of COCO polygons (list of lists), an uncompressed or a compressed RLE."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle).astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories', "
+                        f"got a {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(f"{path}: missing the top-level list {key!r} (a COCO file has 'images', "
+                            f"'annotations' and 'categories')")
+        if not isinstance(data[key], list):
+            raise DataError(f"{path}: {key!r} must be a list, got a {type(data[key]).__name__}")
+    return data
+
+
+def _field(record, key: str, where: str, kind):
+    """record[key], checked to be of `kind`, or a DataError naming where and what is missing."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if key not in record:
+        raise DataError(f"{where}: missing {key!r}")
+    value = record[key]
+    # bool is an int in Python; true/false in a numeric field is a mistake.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{where}: {key!r} has the wrong type ({type(value).__name__}: {value!r})")
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _area(segmentation, info: dict) -> float:
+    """Pixel area of a segmentation, for annotation files that leave out COCOeval's `area`."""
+    height, width = info["height"], info["width"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return float(mask_utils.area(rle))
+
+
+def _make_coco(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco

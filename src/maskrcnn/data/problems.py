@@ -1,0 +1,85 @@
+"""Problems found in a data set, and the log that counts what loading skipped.
+
+A loader that works around a bad annotation (skips it, drops one polygon, clips a box) records a `Problem`
+and warns with a `DataWarning` naming the file and id. At the end it warns once with the counts, and refuses
+to go on when too large a share of the instances would be lost: a silently half-empty data set trains badly.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+from ..errors import DataError, DataWarning
+
+# Past this many individual warnings per file, only the summary speaks; the Problems are all kept.
+_MAX_INDIVIDUAL_WARNINGS = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data set: where (file, image id, annotation id) and what."""
+
+    path: str | None
+    message: str
+    image_id: object = None
+    annotation_id: object = None
+
+    def __str__(self) -> str:
+        where = [str(self.path)] if self.path else []
+        if self.image_id is not None:
+            where.append(f"image {self.image_id!r}")
+        if self.annotation_id is not None:
+            where.append(f"annotation {self.annotation_id!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class SkipLog:
+    """Counts and records what loading one annotation file skipped or repaired."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[Problem] = []
+        self.skipped_instances: Counter = Counter()  # reason -> instances dropped
+        self.repairs: Counter = Counter()  # reason -> things fixed or dropped without losing the instance
+
+    def skip(self, reason: str, message: str, *, image_id=None, annotation_id=None) -> None:
+        """An instance is dropped."""
+        self.skipped_instances[reason] += 1
+        self._record(message, image_id, annotation_id)
+
+    def repair(self, reason: str, message: str, *, image_id=None, annotation_id=None) -> None:
+        """Part of an instance is dropped or changed, the instance stays."""
+        self.repairs[reason] += 1
+        self._record(message, image_id, annotation_id)
+
+    def _record(self, message: str, image_id, annotation_id) -> None:
+        problem = Problem(self.path, message, image_id, annotation_id)
+        self.problems.append(problem)
+        if len(self.problems) <= _MAX_INDIVIDUAL_WARNINGS:
+            warnings.warn(str(problem), DataWarning, stacklevel=4)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped_instances.values())
+
+    def finish(self, total_instances: int, max_skip_fraction: float) -> None:
+        """Warn once with the counts; raise DataError if more than `max_skip_fraction` were skipped."""
+        if not self.problems:
+            return
+        parts = [f"{n} {reason}" for reason, n in sorted(self.skipped_instances.items())]
+        repairs = [f"{n} {reason}" for reason, n in sorted(self.repairs.items())]
+        summary = f"{self.path}: skipped {self.num_skipped} of {total_instances} instances"
+        if parts:
+            summary += f" ({', '.join(parts)})"
+        if repairs:
+            summary += f"; repaired: {', '.join(repairs)}"
+        if len(self.problems) > _MAX_INDIVIDUAL_WARNINGS:
+            summary += f" ({len(self.problems) - _MAX_INDIVIDUAL_WARNINGS} more problems not shown one by one)"
+        warnings.warn(summary, DataWarning, stacklevel=3)
+        if total_instances and self.num_skipped / total_instances > max_skip_fraction:
+            raise DataError(
+                f"{summary}: that is more than max_skip_fraction={max_skip_fraction:g} of the instances; "
+                f"fix the annotations (see the warnings above or run `maskrcnn validate`), or raise "
+                f"max_skip_fraction if the loss is acceptable"
+            )
