@@ -1,0 +1,115 @@
+"""ResNet trunk and Feature Pyramid Network (seed section 1.1; Lin et al., 2017).
+
+Shape letters:
+    N: images in the batch
+    H, W: padded batch height and width
+    F: FPN channels (fpn_channels)
+C2..C5 have strides 4, 8, 16, 32; P2..P5 the same with F channels; P6 is P5 subsampled by 2.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+# Output channels of C2..C5 for each trunk.
+TRUNK_CHANNELS = {
+    "resnet18": (64, 128, 256, 512),
+    "resnet34": (64, 128, 256, 512),
+    "resnet50": (256, 512, 1024, 2048),
+    "resnet101": (256, 512, 1024, 2048),
+}
+
+
+def norm_layer(train_bn: bool, eps: float):
+    """Batch norm that learns (train_bn) or frozen (statistics and affine fixed, as for batches of 1-2 images)."""
+    return functools.partial(nn.BatchNorm2d if train_bn else FrozenBatchNorm2d, eps=eps)
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision's ResNet without its classifier; returns [C2, C3, C4, C5].
+
+    Module names (conv1, bn1, layer1..layer4) are torchvision's, so its ImageNet weights load as they are.
+    """
+
+    def __init__(self, name: str, *, train_bn: bool, eps: float):
+        super().__init__()
+        factory = {
+            "resnet18": torchvision.models.resnet18,
+            "resnet34": torchvision.models.resnet34,
+            "resnet50": torchvision.models.resnet50,
+            "resnet101": torchvision.models.resnet101,
+        }[name]
+        resnet = factory(weights=None, norm_layer=norm_layer(train_bn, eps))
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.out_channels = TRUNK_CHANNELS[name]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # (N, 64, H/4, W/4)
+        c2 = self.layer1(x)  # (N, C2, H/4, W/4)
+        c3 = self.layer2(c2)  # (N, C3, H/8, W/8)
+        c4 = self.layer3(c3)  # (N, C4, H/16, W/16)
+        c5 = self.layer4(c4)  # (N, C5, H/32, W/32)
+        return [c2, c3, c4, c5]
+
+
+def conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Sequential:
+    """A conv, followed by batch norm when norm == "batch" (the conv then has no bias)."""
+    with_norm = norm == "batch"
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not with_norm)]
+    if with_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    return nn.Sequential(*layers)
+
+
+class FPN(nn.Module):
+    """Top-down pathway with lateral connections (FPN paper, Fig. 3), plus P6 for the RPN."""
+
+    def __init__(self, in_channels: tuple[int, ...], out_channels: int, norm: str = "none"):
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_norm(c, out_channels, 1, norm) for c in in_channels)
+        self.output = nn.ModuleList(conv_norm(out_channels, out_channels, 3, norm) for _ in in_channels)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, a=1)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        """[C2..C5] -> [P2, P3, P4, P5, P6], each (N, F, Hl, Wl)."""
+        top_down = self.lateral[-1](features[-1])
+        pyramid = [self.output[-1](top_down)]
+        for level in range(len(features) - 2, -1, -1):
+            lateral = self.lateral[level](features[level])
+            # Upsample to the lateral's exact size (nearest), so odd feature sizes line up.
+            top_down = lateral + F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
+            pyramid.insert(0, self.output[level](top_down))
+        pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2))  # P6: P5 subsampled by 2
+        return pyramid
+
+
+class Backbone(nn.Module):
+    """Trunk + FPN: images (N, 3, H, W) -> [P2, P3, P4, P5, P6]."""
+
+    def __init__(self, trunk: nn.Module, fpn: FPN):
+        super().__init__()
+        self.trunk = trunk
+        self.fpn = fpn
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        return self.fpn(self.trunk(images))
+
+
+def build_backbone(*, name: str, layout: str, fpn_channels: int, fpn_norm: str, train_bn: bool, eps: float) -> Backbone:
+    if layout == "matterport":
+        from .matterport_resnet import MatterportResNet
+
+        trunk = MatterportResNet(name, train_bn=train_bn, eps=eps)
+    else:
+        trunk = ResNetTrunk(name, train_bn=train_bn, eps=eps)
+    return Backbone(trunk, FPN(trunk.out_channels, fpn_channels, fpn_norm))

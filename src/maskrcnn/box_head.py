@@ -1,0 +1,138 @@
+"""Box head: ROI features -> class logits and per-class box deltas; detection targets; box losses.
+
+Shape letters:
+    R: ROIs over all images of the batch
+    F: channels of the pooled features; S: pool size (7)
+    C: classes including background
+    G: ground-truth boxes of one image
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from .backbone import norm_layer
+from .boxes import encode_deltas
+from .matching import label_anchors, sample_labels
+from .structures import NEGATIVE, POSITIVE
+
+
+class BoxHead(nn.Module):
+    """Shared layers, then class logits (R, C) and deltas (R, C, 4).
+
+    form "fc": two fully connected layers of `hidden` (torchvision's TwoMLPHead);
+    form "conv": a SxS valid conv of `hidden` (a fully connected layer over the crop) and a 1x1 conv, each
+    with batch norm (the seed's `fpn_classifier_graph`);
+    form "conv4fc": four 3x3 convs of F with batch norm and one fully connected layer (torchvision v2).
+    """
+
+    def __init__(self, *, in_channels: int, pool_size: int, hidden: int, num_classes: int, form: str, train_bn: bool, eps: float):
+        super().__init__()
+        self.form = form
+        if form == "fc":
+            self.shared = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(in_channels * pool_size * pool_size, hidden), nn.ReLU(inplace=True),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            )
+        elif form == "conv":
+            norm = norm_layer(train_bn, eps)
+            self.shared = nn.Sequential(
+                nn.Conv2d(in_channels, hidden, pool_size), norm(hidden), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, hidden, 1), norm(hidden), nn.ReLU(inplace=True),
+                nn.Flatten(),
+            )
+        else:  # "conv4fc"
+            layers = []
+            for _ in range(4):
+                layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)]
+            layers += [nn.Flatten(), nn.Linear(in_channels * pool_size * pool_size, hidden), nn.ReLU(inplace=True)]
+            self.shared = nn.Sequential(*layers)
+        self.class_logits = nn.Linear(hidden, num_classes)
+        self.deltas = nn.Linear(hidden, num_classes * 4)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.shared(pooled)  # (R, F, S, S) -> (R, hidden)
+        logits = self.class_logits(x)  # (R, C)
+        deltas = self.deltas(x).view(x.shape[0], -1, 4)  # (R, C*4) -> (R, C, 4)
+        return logits, deltas
+
+
+# ---------------------------------------------------------------------------------------------- targets
+@dataclass
+class DetectionTargets:
+    """The sampled ROIs of each image and what the heads should predict for them."""
+
+    rois: list[Tensor]  # per image (Ri, 4) x1 y1 x2 y2, positives first
+    labels: Tensor  # (R,) int64 class of each ROI, 0 for negatives
+    deltas: Tensor  # (R, 4) box targets for the ROI's class (zeros for negatives)
+    matched_gt: list[Tensor]  # per image (Pi,) index of the ground truth of each positive ROI
+    num_positive: list[int]  # per image, the first num_positive[i] rows of rois[i] are positive
+
+
+@torch.no_grad()
+def detection_targets(
+    proposals: list[Tensor],
+    gt_boxes: list[Tensor],
+    gt_labels: list[Tensor],
+    *,
+    rois_per_image: int,
+    positive_ratio: float,
+    positive_iou: float,
+    negative_iou: float,
+    std_dev,
+    generator: torch.Generator | None = None,
+) -> DetectionTargets:
+    """Sample ROIs for the heads (seed section 2.1, matterport's `detection_targets_graph`).
+
+    The ground-truth boxes are added to the proposals (so every object has a perfect ROI early in
+    training); ROIs at IoU >= positive_iou are positives (at most positive_ratio of rois_per_image),
+    below negative_iou negatives fill up the rest.
+    """
+    rois, labels, deltas, matched_gt, num_positive = [], [], [], [], []
+    for props, boxes, classes in zip(proposals, gt_boxes, gt_labels):
+        candidates = torch.cat((props, boxes), dim=0)  # (M + G, 4)
+        iou = box_iou(boxes, candidates) if len(boxes) else candidates.new_zeros((0, len(candidates)))
+        roi_labels, matched = label_anchors(iou, positive_iou, negative_iou, allow_low_quality=False)
+        roi_labels = sample_labels(roi_labels, rois_per_image, positive_ratio, generator)
+        positive = torch.where(roi_labels == POSITIVE)[0]
+        negative = torch.where(roi_labels == NEGATIVE)[0]
+        keep = torch.cat((positive, negative))
+        image_rois = candidates[keep]
+        gt_index = matched[positive]
+        image_labels = torch.zeros(len(keep), dtype=torch.int64, device=candidates.device)
+        image_deltas = torch.zeros((len(keep), 4), dtype=candidates.dtype, device=candidates.device)
+        if len(positive):
+            image_labels[: len(positive)] = classes[gt_index]
+            image_deltas[: len(positive)] = encode_deltas(candidates[positive], boxes[gt_index], std_dev)
+        rois.append(image_rois)
+        labels.append(image_labels)
+        deltas.append(image_deltas)
+        matched_gt.append(gt_index)
+        num_positive.append(len(positive))
+    return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, num_positive)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def mrcnn_class_loss(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross entropy over all sampled ROIs. class_logits: (R, C); labels: (R,)."""
+    if len(labels) == 0:
+        return class_logits.sum() * 0.0
+    return F.cross_entropy(class_logits, labels)
+
+
+def mrcnn_bbox_loss(deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> Tensor:
+    """Smooth L1 (beta 1/9) on the positives' deltas of their true class, divided by the ROI count.
+
+    deltas: (R, C, 4); labels: (R,); target_deltas: (R, 4). Exactly 0 when there is no positive.
+    """
+    positive = torch.where(labels > 0)[0]
+    if len(positive) == 0:
+        return deltas.sum() * 0.0
+    predicted = deltas[positive, labels[positive]]  # (P, 4)
+    loss = F.smooth_l1_loss(predicted, target_deltas[positive], beta=1.0 / 9, reduction="sum")
+    return loss / labels.numel()

@@ -1,0 +1,344 @@
+"""Every knob of the model and its training, in one dataclass, with presets and YAML/JSON files.
+
+The config is read in one place (`MaskRCNN.__init__` and `Trainer.__init__`), which hands plain keyword
+arguments to the modules (STYLE.md rule 1). Field names follow matterport's `Config` where one exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+LOSS_NAMES = ("rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
+
+
+def _default_loss_weights() -> dict:
+    return {name: 1.0 for name in LOSS_NAMES}
+
+
+@dataclass
+class Config:
+    # ---------------------------------------------------------------- classes
+    num_classes: int = 81  # counts the background class 0 (matterport NUM_CLASSES, torchvision num_classes)
+
+    # ---------------------------------------------------------------- backbone
+    backbone: str = "resnet50"  # one of BACKBONES
+    # "torchvision": torchvision's ResNet (stride on the 3x3 conv, no conv bias, BN eps 1e-5);
+    # "matterport": the seed's Keras ResNet (stride on the first 1x1 conv, conv biases, BN eps 1e-3)
+    backbone_layout: str = "torchvision"
+    backbone_strides: tuple = (4, 8, 16, 32, 64)  # pixels per feature cell of P2..P6
+    fpn_channels: int = 256  # matterport TOP_DOWN_PYRAMID_SIZE
+    fpn_norm: str = "none"  # "none" or "batch" (torchvision's v2 FPN has batch norm)
+    train_bn: bool = False  # False: batch norm frozen (statistics and affine), as for small batches
+    batch_norm_eps: float = 1e-5
+
+    # ---------------------------------------------------------------- anchors
+    anchor_scales: tuple = (32, 64, 128, 256, 512)  # side in pixels, one per level P2..P6
+    anchor_ratios: tuple = (0.5, 1.0, 2.0)  # width / height, in the order of the RPN's output channels
+    anchor_stride: int = 1  # anchors at every anchor_stride-th feature cell
+    anchor_round: bool = False  # torchvision rounds its cell anchors to whole pixels
+    # torchvision takes each level's stride as padded_image_size // feature_size (so P6 of an 800 px side
+    # has stride 61, not 64); matterport uses backbone_strides as they are
+    anchor_stride_from_feature_size: bool = False
+
+    # ---------------------------------------------------------------- RPN
+    rpn_conv_channels: int = 256  # the shared 3x3 conv (matterport: 512)
+    rpn_conv_depth: int = 1  # number of shared 3x3 convs (torchvision v2: 2)
+    rpn_objectness: str = "sigmoid"  # "sigmoid": one logit per anchor; "softmax": two (background, object)
+    rpn_bbox_std_dev: tuple = (1.0, 1.0, 1.0, 1.0)  # deltas are divided by these in the targets
+    rpn_pre_nms_limit_training: int = 2000
+    rpn_pre_nms_limit_inference: int = 1000
+    rpn_pre_nms_per_level: bool = True  # top-k per pyramid level (torchvision) or over all anchors (matterport)
+    rpn_nms_per_level: bool = True  # NMS within each level (torchvision) or over all proposals (matterport)
+    rpn_nms_threshold: float = 0.7
+    post_nms_rois_training: int = 2000
+    post_nms_rois_inference: int = 1000
+    rpn_min_size: float = 1e-3  # proposals narrower or lower than this (pixels) are dropped
+    rpn_train_anchors_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_positive_iou: float = 0.7
+    rpn_negative_iou: float = 0.3
+    rpn_ignore_crossing_anchors: bool = False  # True: anchors crossing the image edge get no label
+
+    # ---------------------------------------------------------------- ROI heads
+    pool_size: int = 7
+    mask_pool_size: int = 14
+    mask_shape: tuple = (28, 28)
+    roi_sampling_ratio: int = 2  # bilinear samples per bin side in roi_align (0: adaptive)
+    roi_canonical_size: int = 224  # FPN Eq. 1: k = floor(k0 + log2(sqrt(wh) / 224))
+    roi_canonical_level: int = 4
+    box_head: str = "fc"  # "fc": two fully connected layers; "conv": the seed's 7x7 and 1x1 convs + BN;
+    #                       "conv4fc": torchvision v2's four 3x3 convs + BN and one FC
+    box_head_channels: int = 1024  # matterport FPN_CLASSIF_FC_LAYERS_SIZE
+    mask_head_channels: int = 256
+    mask_head_norm: str = "none"  # "none" or "batch"
+    train_rois_per_image: int = 512  # matterport TRAIN_ROIS_PER_IMAGE
+    roi_positive_ratio: float = 0.25
+    roi_positive_iou: float = 0.5
+    roi_negative_iou: float = 0.5  # ROIs with IoU below this are negatives
+    bbox_std_dev: tuple = (0.1, 0.1, 0.2, 0.2)  # box head deltas (dx, dy, dw, dh) are divided by these
+    detection_max_instances: int = 100
+    detection_min_confidence: float = 0.05
+    detection_nms_threshold: float = 0.5
+    detection_min_size: float = 1e-2
+    # "all": every class whose score passes is a candidate (torchvision); "argmax": only the best class (matterport)
+    detection_class_mode: str = "all"
+    mask_threshold: float = 0.5
+
+    # ---------------------------------------------------------------- images
+    image_resize_mode: str = "shorter_side"  # "shorter_side" (torchvision), "square" (matterport), "none"
+    image_min_dim: int = 800
+    image_max_dim: int = 1333
+    image_size_divisor: int = 32  # the padded batch is a multiple of this
+    pixel_mean: tuple = (0.485, 0.456, 0.406)  # on the [0, 1] scale
+    pixel_std: tuple = (0.229, 0.224, 0.225)
+    use_mini_mask: bool = False
+    mini_mask_shape: tuple = (56, 56)
+
+    # ---------------------------------------------------------------- training
+    images_per_batch: int = 2
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    learning_rate: float = 0.02
+    learning_momentum: float = 0.9
+    weight_decay: float = 1e-4
+    gradient_clip_norm: float = 5.0  # 0 turns clipping off
+    lr_warmup_steps: int = 100
+    lr_schedule: str = "step"  # "step", "cosine" or "constant"
+    lr_steps: tuple = ()  # step schedule: fractions of training where the rate drops 10x
+    loss_weights: dict = field(default_factory=_default_loss_weights)
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def torchvision(cls, num_classes: int = 91, **overrides) -> "Config":
+        """torchvision's `maskrcnn_resnet50_fpn` (v1): its COCO weights score 37.9 box AP / 34.6 mask AP."""
+        settings = dict(
+            num_classes=num_classes,
+            anchor_ratios=(2.0, 1.0, 0.5),  # torchvision's ratios are height/width (0.5, 1, 2)
+            anchor_round=True,
+            anchor_stride_from_feature_size=True,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def torchvision_v2(cls, num_classes: int = 91, **overrides) -> "Config":
+        """torchvision's `maskrcnn_resnet50_fpn_v2`: batch-norm FPN and heads, two-conv RPN head."""
+        settings = dict(fpn_norm="batch", rpn_conv_depth=2, box_head="conv4fc", mask_head_norm="batch")
+        settings.update(overrides)
+        return cls.torchvision(num_classes, **settings)
+
+    @classmethod
+    def matterport(cls, num_classes: int = 81, **overrides) -> "Config":
+        """The seed's configuration (matterport's `Config` defaults)."""
+        settings = dict(
+            num_classes=num_classes,
+            backbone="resnet101",
+            backbone_layout="matterport",
+            batch_norm_eps=1e-3,
+            rpn_conv_channels=512,
+            rpn_objectness="softmax",
+            rpn_bbox_std_dev=(0.1, 0.1, 0.2, 0.2),
+            rpn_pre_nms_limit_training=6000,
+            rpn_pre_nms_limit_inference=6000,
+            rpn_pre_nms_per_level=False,
+            rpn_nms_per_level=False,
+            rpn_min_size=0.0,
+            post_nms_rois_training=2000,
+            post_nms_rois_inference=1000,
+            roi_sampling_ratio=1,
+            box_head="conv",
+            mask_head_norm="batch",
+            train_rois_per_image=200,
+            roi_positive_ratio=0.33,
+            detection_min_confidence=0.7,
+            detection_nms_threshold=0.3,
+            detection_min_size=0.0,
+            detection_class_mode="argmax",
+            image_resize_mode="square",
+            image_min_dim=800,
+            image_max_dim=1024,
+            image_size_divisor=64,
+            pixel_mean=(123.7 / 255, 116.8 / 255, 103.9 / 255),
+            pixel_std=(1 / 255, 1 / 255, 1 / 255),  # matterport subtracts the mean pixel and does not scale
+            use_mini_mask=True,
+            learning_rate=0.001,
+            lr_warmup_steps=0,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def demo(cls, **overrides) -> "Config":
+        """Small and fast for a 2-core CPU: ResNet-18, narrow FPN and heads, 128 px synthetic shapes."""
+        settings = dict(
+            num_classes=4,
+            backbone="resnet18",
+            train_bn=True,
+            fpn_channels=64,
+            rpn_conv_channels=64,
+            anchor_scales=(8, 16, 32, 64, 128),
+            rpn_pre_nms_limit_training=500,
+            rpn_pre_nms_limit_inference=300,
+            post_nms_rois_training=300,
+            post_nms_rois_inference=100,
+            rpn_train_anchors_per_image=128,
+            box_head_channels=256,
+            mask_head_channels=64,
+            train_rois_per_image=64,
+            roi_positive_ratio=0.33,
+            detection_min_confidence=0.5,
+            detection_max_instances=20,
+            image_resize_mode="none",
+            image_min_dim=128,
+            image_max_dim=128,
+            images_per_batch=8,
+            learning_rate=0.02,
+            lr_warmup_steps=50,
+            lr_schedule="cosine",
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    # ---------------------------------------------------------------- checks
+    def __post_init__(self):
+        self._coerce_types()
+        self.validate()
+
+    def _coerce_types(self) -> None:
+        """Lists read from YAML/JSON become the tuples the fields declare."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hints[f.name] is tuple and isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field for any impossible value."""
+
+        def fail(name: str, message: str):
+            raise ConfigError(f"config field {name!r} = {getattr(self, name)!r}: {message}")
+
+        choices = {
+            "backbone": BACKBONES,
+            "backbone_layout": ("torchvision", "matterport"),
+            "fpn_norm": ("none", "batch"),
+            "rpn_objectness": ("sigmoid", "softmax"),
+            "box_head": ("fc", "conv", "conv4fc"),
+            "mask_head_norm": ("none", "batch"),
+            "detection_class_mode": ("all", "argmax"),
+            "image_resize_mode": ("shorter_side", "square", "none"),
+            "optimizer": ("sgd", "adamw"),
+            "lr_schedule": ("step", "cosine", "constant"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                fail(name, f"must be one of {', '.join(map(repr, allowed))}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            fail("num_classes", "must be an integer >= 2 (it counts the background class 0)")
+        positive_ints = (
+            "fpn_channels rpn_conv_channels rpn_conv_depth anchor_stride rpn_pre_nms_limit_training "
+            "rpn_pre_nms_limit_inference post_nms_rois_training post_nms_rois_inference "
+            "rpn_train_anchors_per_image pool_size mask_pool_size roi_canonical_size box_head_channels "
+            "mask_head_channels train_rois_per_image detection_max_instances image_size_divisor images_per_batch"
+        ).split()
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(name, "must be a positive integer")
+        if len(self.backbone_strides) != 5 or any(s <= 0 for s in self.backbone_strides):
+            fail("backbone_strides", "must be five positive strides, one per level P2..P6")
+        if len(self.anchor_scales) != 5 or any(s <= 0 for s in self.anchor_scales):
+            fail("anchor_scales", "must be five positive sizes in pixels, one per level P2..P6")
+        if not self.anchor_ratios or any(r <= 0 for r in self.anchor_ratios):
+            fail("anchor_ratios", "must be positive width/height ratios")
+        for name in ("rpn_bbox_std_dev", "bbox_std_dev"):
+            if len(getattr(self, name)) != 4 or any(s <= 0 for s in getattr(self, name)):
+                fail(name, "must be four positive numbers (dx, dy, dw, dh)")
+        for name in ("pixel_mean", "pixel_std"):
+            if len(getattr(self, name)) != 3:
+                fail(name, "must have three values (R, G, B)")
+        if any(s <= 0 for s in self.pixel_std):
+            fail("pixel_std", "must be positive")
+        unit_interval = (
+            "rpn_nms_threshold rpn_positive_fraction rpn_positive_iou rpn_negative_iou roi_positive_ratio "
+            "roi_positive_iou roi_negative_iou detection_min_confidence detection_nms_threshold mask_threshold"
+        ).split()
+        for name in unit_interval:
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0) or math.isnan(value):
+                fail(name, "must lie in [0, 1]")
+        if self.rpn_negative_iou > self.rpn_positive_iou:
+            fail("rpn_negative_iou", f"must not exceed rpn_positive_iou ({self.rpn_positive_iou})")
+        if self.roi_negative_iou > self.roi_positive_iou:
+            fail("roi_negative_iou", f"must not exceed roi_positive_iou ({self.roi_positive_iou})")
+        if len(self.mask_shape) != 2 or self.mask_shape[0] != self.mask_shape[1]:
+            fail("mask_shape", "must be a square (size, size)")
+        if self.mask_shape[0] != 2 * self.mask_pool_size:
+            fail("mask_shape", f"must be twice mask_pool_size ({self.mask_pool_size}): the mask head upsamples 2x")
+        if self.image_min_dim < 1 or self.image_max_dim < self.image_min_dim:
+            fail("image_max_dim", f"must be >= image_min_dim ({self.image_min_dim}) and both positive")
+        if self.learning_rate <= 0:
+            fail("learning_rate", "must be positive")
+        if self.weight_decay < 0 or self.gradient_clip_norm < 0 or self.lr_warmup_steps < 0:
+            fail("weight_decay", "weight_decay, gradient_clip_norm and lr_warmup_steps must be >= 0")
+        if set(self.loss_weights) != set(LOSS_NAMES):
+            fail("loss_weights", f"must give a weight for each of {', '.join(LOSS_NAMES)}")
+
+    # ---------------------------------------------------------------- files
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed, validated (for command-line overrides)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path) -> None:
+        """Write YAML (.yaml/.yml) or JSON (.json)."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix.lower() == ".json":
+            text = json.dumps(data, indent=2)
+        else:
+            text = yaml.safe_dump(data, sort_keys=False)
+        path.write_text(text)
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config file: {error}") from error
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        except TypeError as error:
+            raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,84 @@
+"""Mask head: ROI features -> one 28x28 mask logit map per class; mask targets; mask loss.
+
+Shape letters:
+    D: ROIs (detections at inference, positive ROIs in training)
+    F: channels of the pooled features; S: mask pool size (14); M: mask size (28)
+    C: classes including background
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from .backbone import norm_layer
+
+
+class MaskHead(nn.Module):
+    """Four 3x3 convs (with batch norm when norm == "batch"), a 2x2 stride-2 deconv, a 1x1 conv per class."""
+
+    def __init__(self, *, in_channels: int, channels: int, num_classes: int, norm: str, train_bn: bool, eps: float, num_convs: int = 4):
+        super().__init__()
+        layers = []
+        for i in range(num_convs):
+            conv_in = in_channels if i == 0 else channels
+            if norm == "batch":
+                layers += [nn.Conv2d(conv_in, channels, 3, padding=1, bias=False), norm_layer(train_bn, eps)(channels)]
+            else:
+                layers.append(nn.Conv2d(conv_in, channels, 3, padding=1))
+            layers.append(nn.ReLU(inplace=True))
+        self.convs = nn.Sequential(*layers)
+        self.upsample = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+        self.mask_logits = nn.Conv2d(channels, num_classes, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        x = self.convs(pooled)  # (D, F, S, S) -> (D, channels, S, S)
+        x = F.relu(self.upsample(x))  # -> (D, channels, M, M)
+        return self.mask_logits(x)  # -> (D, C, M, M)
+
+
+def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:
+    """(D, C, M, M) logits and (D,) labels -> (D, M, M) logits of each ROI's class."""
+    return mask_logits[torch.arange(len(labels), device=labels.device), labels]
+
+
+@torch.no_grad()
+def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: int, mask_boxes: Tensor | None = None) -> Tensor:
+    """(P, M, M) float targets: each positive ROI's ground-truth mask cut out at the ROI and resized.
+
+    gt_masks: (G, H, W) full-image masks, or (G, h, w) mini-masks when mask_boxes (G, 4), the boxes the
+    mini-masks were cut from, is given (the ROI is then mapped into the mini-mask's frame).
+    rois: (P, 4) x1 y1 x2 y2 in the image; matched_gt: (P,) index of each ROI's ground truth.
+    ROIAlign with aligned=True samples the mask at the ROI's true sub-pixel position.
+    """
+    if len(rois) == 0:
+        return gt_masks.new_zeros((0, mask_size, mask_size), dtype=torch.float32)
+    masks = gt_masks[matched_gt][:, None].to(rois.dtype)  # (P, 1, H, W)
+    boxes = rois
+    if mask_boxes is not None:
+        frame = mask_boxes[matched_gt].to(rois.dtype)  # (P, 4) where each mini-mask lies in the image
+        scale_x = masks.shape[-1] / (frame[:, 2] - frame[:, 0]).clamp(min=1e-6)
+        scale_y = masks.shape[-2] / (frame[:, 3] - frame[:, 1]).clamp(min=1e-6)
+        boxes = torch.stack(
+            ((rois[:, 0] - frame[:, 0]) * scale_x, (rois[:, 1] - frame[:, 1]) * scale_y,
+             (rois[:, 2] - frame[:, 0]) * scale_x, (rois[:, 3] - frame[:, 1]) * scale_y), dim=1)
+    index = torch.arange(len(rois), device=rois.device, dtype=rois.dtype)[:, None]
+    cut = roi_align(masks, torch.cat((index, boxes), dim=1), mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return (cut[:, 0] >= 0.5).to(torch.float32)  # (P, M, M)
+
+
+def mrcnn_mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross entropy of each positive ROI's true-class mask; exactly 0 without positives.
+
+    mask_logits: (P, C, M, M) for the positive ROIs; labels: (P,); targets: (P, M, M).
+    """
+    if len(labels) == 0:
+        return mask_logits.sum() * 0.0
+    logits = select_class(mask_logits, labels)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))

@@ -1,0 +1,226 @@
+"""MaskRCNN: the steps of DESIGN.md's data flow wired in order.
+
+`model(images, targets)` always returns the five losses; `model.predict(images)` always returns one
+Detections per image (STYLE.md rule 9). The config is read here and nowhere else (rule 1).
+
+Shape letters:
+    N: images; L: anchors; R: ROIs; D: detections; C: classes; M: mask size (28)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .anchors import AnchorGenerator
+from .backbone import build_backbone
+from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
+from .config import Config
+from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, select_class
+from .postprocess import detect, paste_masks, to_original
+from .preprocess import ImageBatch, Preprocessor, to_image_tensor
+from .proposals import propose
+from .roi_align import PyramidROIAlign
+from .rpn import RPNHead, rpn_bbox_loss, rpn_class_loss, rpn_targets
+from .structures import Detections
+
+
+class MaskRCNN(nn.Module):
+    def __init__(self, config: Config, class_names: list[str] | None = None):
+        super().__init__()
+        c = config
+        self.config = c
+        if class_names is not None and len(class_names) != c.num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {c.num_classes} (background included)")
+        self.class_names = list(class_names) if class_names else ["BG"] + [f"class_{i}" for i in range(1, c.num_classes)]
+
+        self.preprocessor = Preprocessor(
+            resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
+            size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
+        )
+        self.backbone = build_backbone(
+            name=c.backbone, layout=c.backbone_layout, fpn_channels=c.fpn_channels, fpn_norm=c.fpn_norm,
+            train_bn=c.train_bn, eps=c.batch_norm_eps,
+        )
+        self.anchor_generator = AnchorGenerator(
+            scales=c.anchor_scales, ratios=c.anchor_ratios, strides=c.backbone_strides, anchor_stride=c.anchor_stride,
+            round_to_pixels=c.anchor_round, stride_from_feature_size=c.anchor_stride_from_feature_size,
+        )
+        self.rpn = RPNHead(
+            in_channels=c.fpn_channels, conv_channels=c.rpn_conv_channels, conv_depth=c.rpn_conv_depth,
+            anchors_per_location=len(c.anchor_ratios), objectness=c.rpn_objectness,
+        )
+        roi_settings = dict(
+            strides=c.backbone_strides[:4], sampling_ratio=c.roi_sampling_ratio,
+            canonical_size=c.roi_canonical_size, canonical_level=c.roi_canonical_level,
+        )
+        self.box_roi_align = PyramidROIAlign(output_size=c.pool_size, **roi_settings)
+        self.mask_roi_align = PyramidROIAlign(output_size=c.mask_pool_size, **roi_settings)
+        self.box_head = BoxHead(
+            in_channels=c.fpn_channels, pool_size=c.pool_size, hidden=c.box_head_channels, num_classes=c.num_classes,
+            form=c.box_head, train_bn=c.train_bn, eps=c.batch_norm_eps,
+        )
+        self.mask_head = MaskHead(
+            in_channels=c.fpn_channels, channels=c.mask_head_channels, num_classes=c.num_classes,
+            norm=c.mask_head_norm, train_bn=c.train_bn, eps=c.batch_norm_eps,
+        )
+        proposal_settings = dict(
+            pre_nms_per_level=c.rpn_pre_nms_per_level, nms_threshold=c.rpn_nms_threshold,
+            nms_per_level=c.rpn_nms_per_level, min_size=c.rpn_min_size, std_dev=c.rpn_bbox_std_dev,
+        )
+        self.training_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_training, post_nms_limit=c.post_nms_rois_training)
+        self.inference_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_inference, post_nms_limit=c.post_nms_rois_inference)
+        self.detection_settings = dict(
+            std_dev=c.bbox_std_dev, min_confidence=c.detection_min_confidence, nms_threshold=c.detection_nms_threshold,
+            max_instances=c.detection_max_instances, min_size=c.detection_min_size, class_mode=c.detection_class_mode,
+        )
+        self.rpn_target_settings = dict(
+            positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou, anchors_per_image=c.rpn_train_anchors_per_image,
+            positive_fraction=c.rpn_positive_fraction, std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors,
+        )
+        self.detection_target_settings = dict(
+            rois_per_image=c.train_rois_per_image, positive_ratio=c.roi_positive_ratio, positive_iou=c.roi_positive_iou,
+            negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev,
+        )
+        self.mask_threshold = c.mask_threshold
+        self.mask_size = c.mask_shape[0]
+        self.loss_weights = dict(c.loss_weights)
+
+    # ------------------------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def prepare_images(self, images) -> list[Tensor]:
+        """Check and convert the inputs to (3, H, W) tensors on the model's device and dtype."""
+        if isinstance(images, (Tensor,)) and images.dim() == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("no images given")
+        return [to_image_tensor(image, i).to(device=self.device, dtype=self.dtype) for i, image in enumerate(images)]
+
+    def anchors_for(self, pyramid: list[Tensor], batch: ImageBatch) -> Tensor:
+        """(L, 4) anchors over all levels for this batch's padded size."""
+        sizes = [tuple(p.shape[-2:]) for p in pyramid]
+        return torch.cat(self.anchor_generator(sizes, batch.padded_size, pyramid[0].dtype, pyramid[0].device))
+
+    # ------------------------------------------------------------------------------------ training
+    def forward(self, images, targets: list[dict]) -> dict[str, Tensor]:
+        """The five weighted losses for a batch: images as for predict, targets one dict per image with
+        "boxes" (G, 4) x1 y1 x2 y2 pixels, "labels" (G,) int64 in 1..C-1, "masks" (G, H, W) bool/uint8."""
+        inputs = self.prepare_images(images)
+        gt_boxes, gt_labels, gt_masks = self.check_targets(targets, inputs)
+        batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
+        pyramid = self.backbone(batch.tensor)  # [P2..P6], each (N, F, Hl, Wl)
+        rpn_out = self.rpn(pyramid)  # objectness (N, L[, 2]), deltas (N, L, 4)
+        anchors = self.anchors_for(pyramid, batch)  # (L, 4)
+        proposals = propose(rpn_out, anchors, batch.windows, **self.training_proposals)  # per image (R, 4)
+
+        boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
+        rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
+        sampled = detection_targets(proposals, boxes_in_batch, gt_labels, **self.detection_target_settings)
+        class_logits, deltas = self.box_head(self.box_roi_align(pyramid[:4], sampled.rois))  # (R, C), (R, C, 4)
+
+        positive_rois = [rois[:n] for rois, n in zip(sampled.rois, sampled.num_positive)]  # per image (P, 4)
+        positive_labels = torch.cat([l[:n] for l, n in zip(sampled.labels.split([len(r) for r in sampled.rois]), sampled.num_positive)])
+        mask_logits = self.mask_head(self.mask_roi_align(pyramid[:4], positive_rois))  # (P, C, M, M)
+        goal_masks = torch.cat([
+            mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size, mask_boxes)
+            for i, (masks, rois, matched, mask_boxes) in enumerate(zip(gt_masks, positive_rois, sampled.matched_gt, self.mini_mask_boxes(gt_boxes)))
+        ]).to(mask_logits.device)  # (P, M, M)
+
+        losses = {
+            "rpn_class": rpn_class_loss(rpn_out.objectness, rpn_goal.labels),
+            "rpn_bbox": rpn_bbox_loss(rpn_out.deltas, rpn_goal),
+            "mrcnn_class": mrcnn_class_loss(class_logits, sampled.labels),
+            "mrcnn_bbox": mrcnn_bbox_loss(deltas, sampled.labels, sampled.deltas),
+            "mrcnn_mask": mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
+        }
+        return {name: value * self.loss_weights[name] for name, value in losses.items()}
+
+    def mini_mask_boxes(self, gt_boxes: list[Tensor]) -> list[Tensor | None]:
+        """Where each target's masks lie in the image: None for full-image masks."""
+        return [None] * len(gt_boxes)
+
+    def check_targets(self, targets: list[dict], inputs: list[Tensor]):
+        if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs):
+            raise ValueError(f"expected one target dict per image ({len(inputs)}), got {type(targets).__name__} of {len(targets) if hasattr(targets, '__len__') else '?'}")
+        boxes, labels, masks = [], [], []
+        for i, (target, image) in enumerate(zip(targets, inputs)):
+            missing = {"boxes", "labels", "masks"} - set(target)
+            if missing:
+                raise ValueError(f"target {i}: missing {', '.join(sorted(missing))}")
+            b = torch.as_tensor(target["boxes"]).to(device=self.device, dtype=self.dtype).reshape(-1, 4)
+            l = torch.as_tensor(target["labels"]).to(device=self.device, dtype=torch.int64).reshape(-1)
+            m = torch.as_tensor(target["masks"]).to(self.device)
+            if len(l) != len(b) or m.shape[0] != len(b):
+                raise ValueError(f"target {i}: {len(b)} boxes, {len(l)} labels and {m.shape[0]} masks must agree")
+            if len(l) and (l.min() < 1 or l.max() >= self.config.num_classes):
+                raise ValueError(f"target {i}: labels must lie in 1..{self.config.num_classes - 1}, got {l.tolist()}")
+            if len(b) and not self.config.use_mini_mask and tuple(m.shape[-2:]) != tuple(image.shape[-2:]):
+                raise ValueError(f"target {i}: masks are {tuple(m.shape[-2:])} but the image is {tuple(image.shape[-2:])}")
+            if len(b) and bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
+                raise ValueError(f"target {i}: every box needs x2 > x1 and y2 > y1, got {b.tolist()}")
+            boxes.append(b)
+            labels.append(l)
+            masks.append(m.bool())
+        return boxes, labels, masks
+
+    @staticmethod
+    def to_batch_frame(boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
+        """(G, 4) boxes in original-image pixels -> padded-batch pixels (resize, then shift into the window)."""
+        scale_y, scale_x = batch.scales[index]
+        top, left = batch.windows[index][:2]
+        factor = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
+        shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
+        return boxes * factor + shift
+
+    @staticmethod
+    def to_image_frame(boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
+        """(R, 4) boxes in padded-batch pixels -> original-image pixels."""
+        return to_original(boxes, batch.windows[index], batch.scales[index], batch.original_sizes[index])
+
+    # ------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, images, *, score_threshold: float | None = None) -> list[Detections]:
+        """Detections for each image (list, numpy (H, W, 3) uint8 or tensors (3, H, W) in [0, 1]).
+
+        Runs in eval mode without gradients and puts the module back in its previous mode.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._predict(self.prepare_images(images), score_threshold)
+        finally:
+            self.train(was_training)
+
+    def _predict(self, inputs: list[Tensor], score_threshold: float | None) -> list[Detections]:
+        batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
+        pyramid = self.backbone(batch.tensor)  # [P2..P6]
+        rpn_out = self.rpn(pyramid)
+        anchors = self.anchors_for(pyramid, batch)  # (L, 4)
+        proposals = propose(rpn_out, anchors, batch.windows, **self.inference_proposals)  # per image (R, 4)
+        class_logits, deltas = self.box_head(self.box_roi_align(pyramid[:4], proposals))  # (R, C), (R, C, 4)
+
+        settings = dict(self.detection_settings)
+        if score_threshold is not None:
+            settings["min_confidence"] = score_threshold
+        per_image = zip(class_logits.split([len(p) for p in proposals]), deltas.split([len(p) for p in proposals]), proposals, batch.windows)
+        found = [detect(logits, d, rois, window, **settings) for logits, d, rois, window in per_image]  # per image (D, 4)
+
+        mask_logits = self.mask_head(self.mask_roi_align(pyramid[:4], [f.boxes for f in found]))  # (D, C, M, M)
+        labels = torch.cat([f.labels for f in found])
+        mask_probs = torch.sigmoid(select_class(mask_logits, labels)).split([len(f.boxes) for f in found])  # per image (D, M, M)
+
+        results = []
+        for i, (f, probs) in enumerate(zip(found, mask_probs)):
+            height, width = batch.original_sizes[i]
+            boxes = self.to_image_frame(f.boxes, batch, i)  # (D, 4) original pixels
+            masks = paste_masks(probs, boxes, height, width, self.mask_threshold)  # (D, H, W) bool
+            results.append(Detections(boxes.float(), f.labels, f.scores.float(), masks))
+        return results
