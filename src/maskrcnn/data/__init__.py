@@ -1,0 +1,18 @@
+"""Data sets, image reading, augmentation and batching (see each module's docstring)."""
+from .coco import CocoDataset
+from .dataset import Dataset, masks_to_boxes
+from .images import read_image, to_rgb_array
+from .loader import collate, make_loader
+from .mask_folder import MaskFolderDataset
+from .problems import Problem
+from .shapes import ShapesDataset
+from .spec import load_dataset_spec
+from .transforms import Compose, HorizontalFlip, ScaleJitter, expand_masks, minimize_masks
+from .validate import validate_dataset
+from .via import ViaDataset
+
+__all__ = [
+    "Dataset", "masks_to_boxes", "ShapesDataset", "CocoDataset", "ViaDataset", "MaskFolderDataset",
+    "read_image", "to_rgb_array", "Compose", "HorizontalFlip", "ScaleJitter", "minimize_masks", "expand_masks",
+    "collate", "make_loader", "validate_dataset", "Problem", "load_dataset_spec",
+]

@@ -1,0 +1,109 @@
+"""Batches for training: variable-size images as lists, a seeded order, unreadable images skipped.
+
+Images keep their own sizes here; the model's preprocessing resizes and pads them (DESIGN.md data flow).
+Order and augmentation depend only on the seed, the epoch and the image index, never on the number of
+worker processes: the sampler hands each sample its (index, epoch), and the sample's rng is made from
+(seed, epoch, index).
+
+Shape letters: B: images in a batch; N: instances of one image; H, W: that image's height and width.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..errors import DataError, DataWarning
+
+
+def collate(batch: list):
+    """[(image (3, H, W), target), ...] -> ([B images], [B targets]); None entries (skipped) are left out."""
+    samples = [sample for sample in batch if sample is not None]
+    return [image for image, _ in samples], [target for _, target in samples]
+
+
+class SkipUnreadable(torch.utils.data.Dataset):
+    """Wraps a Dataset: applies the transform, and turns an unreadable image into a skip, not a crash.
+
+    A skipped sample comes back as None (collate leaves it out), with a DataWarning naming the image.
+    `skipped` lists the image references skipped in this process; with worker processes each worker
+    keeps its own list, so read the warnings instead.
+    """
+
+    def __init__(self, dataset, transform=None, seed: int = 0):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        try:
+            image, target = self.dataset[index]
+        except DataError as error:
+            reference = self.dataset.image_reference(index)
+            self.skipped.append(reference)
+            warnings.warn(f"skipping unreadable image {reference}: {error} ({len(self.skipped)} skipped so far)",
+                          DataWarning, stacklevel=2)
+            return None
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            image, target = self.transform(image, target, rng)
+        return image, target
+
+
+class SeededSampler(Sampler):
+    """Yields (index, epoch): a permutation drawn from (seed, epoch) when shuffling, else in order.
+
+    Each full pass advances the epoch, so successive epochs differ but a rerun with the same seed repeats.
+    """
+
+    def __init__(self, indices, *, shuffle: bool, seed: int):
+        self.indices = np.asarray(list(indices), dtype=np.int64)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        order = self.indices
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        for index in order:
+            yield int(index), epoch
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, transform=None,
+                drop_empty: bool = False) -> DataLoader:
+    """A DataLoader of (list of B images (3, H, W) float in [0, 1], list of B targets).
+
+    drop_empty: leave out images without any (non-crowd) instance; by default they are kept as negatives
+    (targets with boxes (0, 4), labels (0,), masks (0, H, W)).
+    """
+    if batch_size < 1:
+        raise ValueError(f"make_loader: batch_size must be >= 1, got {batch_size}")
+    indices = range(len(dataset))
+    if drop_empty:
+        indices = [i for i in indices if _num_instances(dataset, i) > 0]
+    sampler = SeededSampler(indices, shuffle=shuffle, seed=seed)
+    return DataLoader(SkipUnreadable(dataset, transform, seed), batch_size=batch_size, sampler=sampler,
+                      num_workers=num_workers, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _num_instances(dataset, index: int) -> int:
+    try:
+        if hasattr(dataset, "num_instances"):
+            return dataset.num_instances(index)
+        return len(dataset[index][1]["labels"])  # a plain map-style data set: load the sample to count
+    except DataError as error:
+        warnings.warn(f"leaving out image {index}: {error}", DataWarning, stacklevel=3)
+        return 0
