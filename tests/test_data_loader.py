@@ -124,7 +124,8 @@ def test_validate_includes_load_time_skips(tmp_path):
     data = {"images": [{"id": 1, "width": 20, "height": 20, "file_name": "a.png"}],
             "categories": [{"id": 1, "name": "x"}],
             "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 3], "segmentation": [polygon]},
-                            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "segmentation": [polygon]}]}
+                            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8],
+                             "segmentation": [polygon]}]}
     (tmp_path / "c.json").write_text(json.dumps(data))
     with pytest.warns(DataWarning):
         dataset = CocoDataset(tmp_path / "c.json", tmp_path, max_skip_fraction=0.5)

@@ -80,7 +80,8 @@ def test_via2_project_file_with_polygon_circle_ellipse(tmp_path):
          "region_attributes": {}},
         {"shape_attributes": {"name": "point", "cx": 1, "cy": 1}, "region_attributes": {}},
     ]
-    project = {"_via_settings": {}, "_via_img_metadata": {"a.jpg1": {"filename": "a.jpg", "size": 1, "regions": regions}}}
+    entry = {"filename": "a.jpg", "size": 1, "regions": regions}
+    project = {"_via_settings": {}, "_via_img_metadata": {"a.jpg1": entry}}
     with pytest.warns(DataWarning, match="region 3.*'point'"):
         dataset = ViaDataset(_write(tmp_path, project, names=("a.jpg",)), max_skip_fraction=0.5)
     masks, class_ids = dataset.load_mask(0)

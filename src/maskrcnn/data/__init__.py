@@ -2,7 +2,7 @@
 from .coco import CocoDataset
 from .dataset import Dataset, masks_to_boxes
 from .images import read_image, to_rgb_array
-from .loader import collate, make_loader
+from .loader import SkipUnreadable, collate, make_loader
 from .mask_folder import MaskFolderDataset
 from .problems import Problem
 from .shapes import ShapesDataset
@@ -14,5 +14,5 @@ from .via import ViaDataset
 __all__ = [
     "Dataset", "masks_to_boxes", "ShapesDataset", "CocoDataset", "ViaDataset", "MaskFolderDataset",
     "read_image", "to_rgb_array", "Compose", "HorizontalFlip", "ScaleJitter", "minimize_masks", "expand_masks",
-    "collate", "make_loader", "validate_dataset", "Problem", "load_dataset_spec",
+    "collate", "make_loader", "SkipUnreadable", "validate_dataset", "Problem", "load_dataset_spec",
 ]

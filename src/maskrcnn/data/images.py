@@ -52,7 +52,11 @@ def read_image(path, *, expected_size: tuple[int, int] | None = None, max_pixels
             f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {error}. If you trust this file, "
             f"resize it, or raise PIL.Image.MAX_IMAGE_PIXELS in your own script for this run."
         ) from error
-    except OSError as error:  # UnidentifiedImageError, truncated data, unreadable file
+    except DataError:
+        raise
+    # UnidentifiedImageError and truncated data are OSErrors; Pillow's decoders raise SyntaxError or
+    # ValueError for some broken chunks ("broken PNG file").
+    except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: cannot read the image ({error}); is the file complete and an image?") from error
     if expected_size is not None and tuple(array.shape[:2]) != tuple(expected_size):
         raise DataError(
