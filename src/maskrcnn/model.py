@@ -16,6 +16,7 @@ from .backbone import build_backbone
 from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
 from .config import Config
 from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, select_class
+from .normalized_frame import unmold_detections
 from .postprocess import detect, paste_masks, to_original
 from .preprocess import ImageBatch, Preprocessor, to_image_tensor
 from .proposals import propose
@@ -36,6 +37,7 @@ class MaskRCNN(nn.Module):
         self.preprocessor = Preprocessor(
             resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
             size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
+            resize_method=c.image_resize_method,
         )
         self.backbone = build_backbone(
             name=c.backbone, layout=c.backbone_layout, fpn_channels=c.fpn_channels, fpn_norm=c.fpn_norm,
@@ -44,6 +46,7 @@ class MaskRCNN(nn.Module):
         self.anchor_generator = AnchorGenerator(
             scales=c.anchor_scales, ratios=c.anchor_ratios, strides=c.backbone_strides, anchor_stride=c.anchor_stride,
             round_to_pixels=c.anchor_round, stride_from_feature_size=c.anchor_stride_from_feature_size,
+            box_convention=c.box_convention,
         )
         self.rpn = RPNHead(
             in_channels=c.fpn_channels, conv_channels=c.rpn_conv_channels, conv_depth=c.rpn_conv_depth,
@@ -51,7 +54,7 @@ class MaskRCNN(nn.Module):
         )
         roi_settings = dict(
             strides=c.backbone_strides[:4], sampling_ratio=c.roi_sampling_ratio,
-            canonical_size=c.roi_canonical_size, canonical_level=c.roi_canonical_level,
+            canonical_size=c.roi_canonical_size, canonical_level=c.roi_canonical_level, method=c.roi_align_method,
         )
         self.box_roi_align = PyramidROIAlign(output_size=c.pool_size, **roi_settings)
         self.mask_roi_align = PyramidROIAlign(output_size=c.mask_pool_size, **roi_settings)
@@ -66,13 +69,16 @@ class MaskRCNN(nn.Module):
         proposal_settings = dict(
             pre_nms_per_level=c.rpn_pre_nms_per_level, nms_threshold=c.rpn_nms_threshold,
             nms_per_level=c.rpn_nms_per_level, min_size=c.rpn_min_size, std_dev=c.rpn_bbox_std_dev,
+            box_convention=c.box_convention,
         )
         self.training_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_training, post_nms_limit=c.post_nms_rois_training)
         self.inference_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_inference, post_nms_limit=c.post_nms_rois_inference)
         self.detection_settings = dict(
             std_dev=c.bbox_std_dev, min_confidence=c.detection_min_confidence, nms_threshold=c.detection_nms_threshold,
             max_instances=c.detection_max_instances, min_size=c.detection_min_size, class_mode=c.detection_class_mode,
+            box_convention=c.box_convention,
         )
+        self.box_convention = c.box_convention
         self.rpn_target_settings = dict(
             positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou, anchors_per_image=c.rpn_train_anchors_per_image,
             positive_fraction=c.rpn_positive_fraction, std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors,
@@ -119,7 +125,7 @@ class MaskRCNN(nn.Module):
         pyramid = self.backbone(batch.tensor)  # [P2..P6], each (N, F, Hl, Wl)
         rpn_out = self.rpn(pyramid)  # objectness (N, L[, 2]), deltas (N, L, 4)
         anchors = self.anchors_for(pyramid, batch)  # (L, 4)
-        proposals = propose(rpn_out, anchors, batch.windows, **self.training_proposals)  # per image (R, 4)
+        proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.training_proposals)  # per image (R, 4)
 
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
         rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
@@ -183,7 +189,7 @@ class MaskRCNN(nn.Module):
     @staticmethod
     def to_image_frame(boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
         """(R, 4) boxes in padded-batch pixels -> original-image pixels."""
-        return to_original(boxes, batch.windows[index], batch.scales[index], batch.original_sizes[index])
+        return to_original(boxes, batch.windows[index], batch.original_sizes[index])
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -204,7 +210,7 @@ class MaskRCNN(nn.Module):
         pyramid = self.backbone(batch.tensor)  # [P2..P6]
         rpn_out = self.rpn(pyramid)
         anchors = self.anchors_for(pyramid, batch)  # (L, 4)
-        proposals = propose(rpn_out, anchors, batch.windows, **self.inference_proposals)  # per image (R, 4)
+        proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.inference_proposals)  # per image (R, 4)
         class_logits, deltas = self.box_head(self.box_roi_align(pyramid[:4], proposals))  # (R, C), (R, C, 4)
 
         settings = dict(self.detection_settings)
@@ -220,6 +226,11 @@ class MaskRCNN(nn.Module):
         results = []
         for i, (f, probs) in enumerate(zip(found, mask_probs)):
             height, width = batch.original_sizes[i]
+            if self.box_convention == "matterport":  # its unmold_detections: whole pixels, empty boxes dropped
+                boxes, scores, labels, masks = unmold_detections(
+                    f.boxes, f.scores, f.labels, probs, batch.windows[i], batch.padded_size, (height, width), self.mask_threshold)
+                results.append(Detections(boxes.float(), labels, scores.float(), masks))
+                continue
             boxes = self.to_image_frame(f.boxes, batch, i)  # (D, 4) original pixels
             masks = paste_masks(probs, boxes, height, width, self.mask_threshold)  # (D, H, W) bool
             results.append(Detections(boxes.float(), f.labels, f.scores.float(), masks))

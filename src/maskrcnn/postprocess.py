@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
@@ -38,21 +39,27 @@ def detect(
     max_instances: int,
     min_size: float,
     class_mode: str,
+    box_convention: str = "pixels",
 ) -> BoxDetections:
     """Decode, threshold, per-class NMS, keep the best (seed section 1.3.1; matterport `refine_detections`).
 
     class_logits: (R, C); deltas: (R, C, 4); rois: (R, 4). class_mode "all" makes every (ROI, class) pair
     above min_confidence a candidate (torchvision); "argmax" only each ROI's best class (matterport).
     """
+    decode = decode_deltas
+    if box_convention == "matterport":  # matterport's delta arithmetic, its window in the (H - 1) convention
+        from .normalized_frame import apply_deltas as decode, window_in_frame
+
+        window = window_in_frame(window)
     probabilities = torch.softmax(class_logits, dim=-1)  # (R, C)
     num_classes = probabilities.shape[1]
     if class_mode == "argmax":
         scores, labels = probabilities.max(dim=1)  # (R,)
         class_deltas = deltas[torch.arange(len(labels), device=labels.device), labels]  # (R, 4)
-        boxes = clip_to_window(decode_deltas(class_deltas, rois, std_dev), window)  # (R, 4)
+        boxes = clip_to_window(decode(class_deltas, rois, std_dev), window)  # (R, 4)
         candidate = torch.where((labels > 0) & (scores >= min_confidence))[0]
     else:
-        boxes = clip_to_window(decode_deltas(deltas, rois[:, None, :], std_dev), window)  # (R, C, 4)
+        boxes = clip_to_window(decode(deltas, rois[:, None, :], std_dev), window)  # (R, C, 4)
         labels = torch.arange(num_classes, device=class_logits.device).expand_as(probabilities)
         # Drop the background column, then treat every (ROI, class) pair as a candidate, ROI-major.
         boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), probabilities[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
@@ -69,56 +76,49 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, threshold
     """Paste (D, M, M) mask probabilities into the image at (D, 4) boxes -> (D, H, W) bool.
 
     Each mask is padded by one cell of zeros and its box grown to match (so the mask fades to 0 at the
-    box edge rather than being cut), the box corners truncated to whole pixels, and the mask resized
-    bilinearly (half-pixel centres) to the box: the same result as resizing each mask with
-    `F.interpolate(..., mode="bilinear", align_corners=False)` and copying it in, as torchvision does,
-    but done for all masks at once as two batched matrix products (bilinear resizing is separable).
+    box edge rather than being cut off), the box corners truncated to whole pixels, the mask resized
+    bilinearly (half-pixel centres) to the box and thresholded. Only the box's pixels are computed, and
+    written straight into a bool image: no full-image float mask per detection.
     """
     num = masks.shape[0]
+    pasted = torch.zeros((num, height, width), dtype=torch.bool, device=masks.device)
     if num == 0:
-        return torch.zeros((0, height, width), dtype=torch.bool, device=masks.device)
+        return pasted
     size = masks.shape[-1]
-    padded = torch.nn.functional.pad(masks, (1, 1, 1, 1))  # (D, M+2, M+2)
-    scale = (size + 2) / size
+    padded = F.pad(masks, (1, 1, 1, 1))  # (D, M+2, M+2)
+    grown = expand_boxes(boxes, (size + 2) / size).to(torch.int64).tolist()  # truncation toward zero
+    for i, (x0, y0, x1, y1) in enumerate(grown):
+        box_w, box_h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        # The exact resize of torchvision's paste (F.interpolate, bilinear, align_corners=False), so that
+        # values sitting exactly on the threshold round the same way.
+        resized = F.interpolate(padded[i][None, None], size=(box_h, box_w), mode="bilinear", align_corners=False)[0, 0]
+        left, top = max(x0, 0), max(y0, 0)
+        right, bottom = min(x1 + 1, width), min(y1 + 1, height)
+        if right > left and bottom > top:
+            pasted[i, top:bottom, left:right] = resized[top - y0:bottom - y0, left - x0:right - x0] > threshold
+    return pasted
+
+
+def expand_boxes(boxes: Tensor, scale: float) -> Tensor:
+    """(D, 4) boxes grown about their centres by `scale` in width and height."""
     half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
     half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
     center_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
     center_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    x0 = (center_x - half_w).to(torch.int64)  # truncation toward zero, as torchvision's .to(int64)
-    x1 = (center_x + half_w).to(torch.int64)
-    y0 = (center_y - half_h).to(torch.int64)
-    y1 = (center_y + half_h).to(torch.int64)
-    rows = _resize_weights(y0, y1, height, size + 2, padded.dtype)  # (D, H, M+2)
-    cols = _resize_weights(x0, x1, width, size + 2, padded.dtype)  # (D, W, M+2)
-    pasted = rows @ padded @ cols.transpose(1, 2)  # (D, H, M+2) @ (D, M+2, M+2) @ (D, M+2, W) -> (D, H, W)
-    return pasted >= threshold
+    return torch.stack((center_x - half_w, center_y - half_h, center_x + half_w, center_y + half_h), dim=1)
 
 
-def _resize_weights(start: Tensor, end: Tensor, length: int, source: int, dtype) -> Tensor:
-    """(D, length, source) bilinear weights that resize a source-long line to the box [start, end]
-    (end inclusive, so end - start + 1 output pixels), placed at `start` in a line of `length` pixels;
-    rows outside the box are zero.
+def to_original(boxes: Tensor, window: tuple[int, int, int, int], original_size: tuple[int, int]) -> Tensor:
+    """(D, 4) boxes in padded-batch pixels -> the original image's pixels (undo the padding offset and resize).
+
+    window: (y1, x1, y2, x2) of the resized image inside the padded batch; original_size: (H, W).
+    The ratios H / h and W / w are computed in float32, as torchvision's `resize_boxes` does, so that boxes
+    near a pixel boundary truncate to the same whole pixel when masks are pasted (otherwise a change of
+    about 1e-7 relative, far below a pixel).
     """
-    out_size = (end - start + 1).clamp(min=1).to(dtype)  # (D,)
-    pixel = torch.arange(length, device=start.device)
-    local = (pixel[None, :] - start[:, None]).to(dtype)  # (D, length) position inside the box
-    inside = (local >= 0) & (local < out_size[:, None])
-    # Half-pixel centres, as F.interpolate(align_corners=False): src = (dst + 0.5) * in/out - 0.5, >= 0.
-    src = ((local + 0.5) * (source / out_size[:, None]) - 0.5).clamp(min=0)
-    low = src.floor().clamp(max=source - 1)
-    frac = src - low
-    low = low.to(torch.int64)
-    high = (low + 1).clamp(max=source - 1)
-    weights = torch.zeros((start.shape[0], length, source), dtype=dtype, device=start.device)
-    weights.scatter_add_(2, low[..., None], (1 - frac)[..., None])
-    weights.scatter_add_(2, high[..., None], frac[..., None])
-    return weights * inside[..., None]
-
-
-def to_original(boxes: Tensor, window: tuple[float, float, float, float], scale: tuple[float, float], original_size: tuple[int, int]) -> Tensor:
-    """(D, 4) boxes in padded-batch pixels -> the original image's pixels (undo padding offset and resize)."""
-    y1, x1, _, _ = window
-    scale_y, scale_x = scale
+    y1, x1, y2, x2 = window
+    ratio_y = (torch.tensor(original_size[0], dtype=torch.float32) / torch.tensor(y2 - y1, dtype=torch.float32)).item()
+    ratio_x = (torch.tensor(original_size[1], dtype=torch.float32) / torch.tensor(x2 - x1, dtype=torch.float32)).item()
     shift = torch.tensor([x1, y1, x1, y1], dtype=boxes.dtype, device=boxes.device)
-    factor = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
-    return (boxes - shift) / factor
+    factor = torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y], dtype=boxes.dtype, device=boxes.device)
+    return (boxes - shift) * factor
