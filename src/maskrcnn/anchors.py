@@ -46,8 +46,10 @@ class AnchorGenerator:
     Not an nn.Module: it has no parameters, and the cache must not end up in state dicts.
     """
 
-    def __init__(self, *, scales, ratios, strides, anchor_stride: int, round_to_pixels: bool, stride_from_feature_size: bool):
+    def __init__(self, *, scales, ratios, strides, anchor_stride: int, round_to_pixels: bool, stride_from_feature_size: bool,
+                 box_convention: str = "pixels"):
         self.scales = tuple(scales)
+        self.box_convention = box_convention
         self.ratios = tuple(ratios)
         self.strides = tuple(strides)
         self.anchor_stride = anchor_stride
@@ -73,7 +75,12 @@ class AnchorGenerator:
             levels = []
             for scale, size, stride in zip(self.scales, feature_sizes, self.level_strides(feature_sizes, image_size)):
                 cell = cell_anchors(scale, self.ratios, self.round_to_pixels).to(dtype)
-                levels.append(grid_anchors(cell, size, stride, self.anchor_stride).to(device))
+                level = grid_anchors(cell, size, stride, self.anchor_stride)
+                if self.box_convention == "matterport":  # matterport's normalised (H - 1) convention, float32-rounded
+                    from .normalized_frame import anchors_in_frame
+
+                    level = anchors_in_frame(level, image_size)
+                levels.append(level.to(device))
             self._cache[key] = levels
         return self._cache[key]
 

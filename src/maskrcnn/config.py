@@ -92,6 +92,14 @@ class Config:
     # "all": every class whose score passes is a candidate (torchvision); "argmax": only the best class (matterport)
     detection_class_mode: str = "all"
     mask_threshold: float = 0.5
+    # "roi_align": torchvision's roi_align with FPN's level rule; "crop_and_resize": TensorFlow's crop_and_resize
+    # (one sample per cell, both box edges sampled, zero outside) with matterport's level rule (crop_and_resize.py)
+    roi_align_method: str = "roi_align"
+    # "pixels": a box's far corner lies one past it; "matterport": matterport's normalised (H - 1) convention kept
+    # in pixels (far corner on the box's last pixel), with its delta arithmetic, float32 anchors, proposals
+    # clipped to the padded image, and its unmold_detections: boxes rounded to whole pixels, empty ones
+    # dropped, masks resized with skimage's resize (normalized_frame.py)
+    box_convention: str = "pixels"
 
     # ---------------------------------------------------------------- images
     image_resize_mode: str = "shorter_side"  # "shorter_side" (torchvision), "square" (matterport), "none"
@@ -100,6 +108,9 @@ class Config:
     image_size_divisor: int = 32  # the padded batch is a multiple of this
     pixel_mean: tuple = (0.485, 0.456, 0.406)  # on the [0, 1] scale
     pixel_std: tuple = (0.229, 0.224, 0.225)
+    # "bilinear": resize the normalised float image; "skimage": matterport's resize of the uint8 image
+    # (skimage's order-1 resize truncated back to uint8, black padding, then normalised; skimage_resize.py)
+    image_resize_method: str = "bilinear"
     use_mini_mask: bool = False
     mini_mask_shape: tuple = (56, 56)
 
@@ -169,6 +180,9 @@ class Config:
             pixel_mean=(123.7 / 255, 116.8 / 255, 103.9 / 255),
             pixel_std=(1 / 255, 1 / 255, 1 / 255),  # matterport subtracts the mean pixel and does not scale
             use_mini_mask=True,
+            image_resize_method="skimage",
+            box_convention="matterport",
+            roi_align_method="crop_and_resize",
             learning_rate=0.001,
             lr_warmup_steps=0,
         )
@@ -235,6 +249,9 @@ class Config:
             "mask_head_norm": ("none", "batch"),
             "detection_class_mode": ("all", "argmax"),
             "image_resize_mode": ("shorter_side", "square", "none"),
+            "image_resize_method": ("bilinear", "skimage"),
+            "box_convention": ("pixels", "matterport"),
+            "roi_align_method": ("roi_align", "crop_and_resize"),
             "optimizer": ("sgd", "adamw"),
             "lr_schedule": ("step", "cosine", "constant"),
         }

@@ -40,10 +40,13 @@ def propose(
     post_nms_limit: int,
     min_size: float,
     std_dev,
+    box_convention: str = "pixels",
+    image_size: tuple[int, int] | None = None,
 ) -> list[Tensor]:
     """Proposals per image, (R, 4) x1 y1 x2 y2 in padded-batch pixels, by decreasing objectness.
 
-    anchors: (L, 4), the same for every image of the batch.
+    anchors: (L, 4), the same for every image of the batch. box_convention "matterport" (normalized_frame.py)
+    decodes as matterport does and clips to the whole padded image of `image_size` (H, W), not the window.
     """
     scores = rpn.ranking_scores().detach()  # (N, L)
     num_images = scores.shape[0]
@@ -59,13 +62,23 @@ def propose(
             top_indices.append(scores[:, start:start + n].topk(k, dim=1).indices + start)
             start += n
         top = torch.cat(top_indices, dim=1)  # (N, K)
+    elif box_convention == "matterport":  # tf.nn.top_k: equal scores (the padding's anchors) in anchor order
+        from .normalized_frame import top_k_stable
+
+        top = top_k_stable(scores, min(pre_nms_limit, scores.shape[1]))  # (N, K)
     else:
         top = scores.topk(min(pre_nms_limit, scores.shape[1]), dim=1).indices  # (N, K)
 
     batch = torch.arange(num_images, device=scores.device)[:, None]
     top_scores = rpn.to_probability(scores[batch, top])  # (N, K)
     top_deltas = rpn.deltas.detach()[batch, top]  # (N, K, 4)
-    top_boxes = decode_deltas(top_deltas, anchors[top], std_dev)  # (N, K, 4)
+    if box_convention == "matterport":  # matterport clips proposals to the padded image, [0, 1] normalised
+        from .normalized_frame import apply_deltas, image_frame
+
+        top_boxes = apply_deltas(top_deltas, anchors[top], std_dev)  # (N, K, 4)
+        windows = [image_frame(image_size)] * num_images
+    else:
+        top_boxes = decode_deltas(top_deltas, anchors[top], std_dev)  # (N, K, 4)
     top_levels = level_ids[top]  # (N, K)
 
     proposals = []

@@ -33,8 +33,11 @@ def boxes_with_batch_index(boxes: list[Tensor]) -> Tensor:
 class PyramidROIAlign:
     """Pools boxes from P2..P5 with one roi_align call per level, over all images at once."""
 
-    def __init__(self, *, output_size: int, strides, sampling_ratio: int, canonical_size: int, canonical_level: int, aligned: bool = False):
+    def __init__(self, *, output_size: int, strides, sampling_ratio: int, canonical_size: int, canonical_level: int, aligned: bool = False,
+                 method: str = "roi_align"):
         self.output_size = output_size
+        self.method = method
+        self.strides = tuple(strides)
         self.scales = [1.0 / s for s in strides]  # P2..P5
         self.sampling_ratio = sampling_ratio
         self.canonical_size = canonical_size
@@ -43,6 +46,11 @@ class PyramidROIAlign:
 
     def __call__(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """features: [P2..P5] each (N, F, Hl, Wl); boxes: per image (Ri, 4) -> (R, F, S, S) in box order."""
+        if self.method == "crop_and_resize":  # matterport's PyramidROIAlign: TensorFlow's crop_and_resize
+            from .crop_and_resize import pyramid_crop_and_resize
+
+            image_size = (features[0].shape[-2] * self.strides[0], features[0].shape[-1] * self.strides[0])
+            return pyramid_crop_and_resize(features, boxes, image_size, self.output_size)
         rois = boxes_with_batch_index(boxes)  # (R, 5)
         min_level = 2
         levels = assign_levels(

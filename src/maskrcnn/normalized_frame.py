@@ -1,0 +1,123 @@
+"""matterport's box convention, kept in pixels: `Config.box_convention = "matterport"`.
+
+matterport holds boxes normalised as (y1, x1, y2 - 1, x2 - 1) / (H - 1, W - 1, H - 1, W - 1) (`norm_boxes`)
+and maps them back with round(b * (H - 1, W - 1, H - 1, W - 1) + (0, 0, 1, 1)) (`denorm_boxes`). Inside
+our model such a box is b * (H - 1, W - 1): still x1 y1 x2 y2 pixels of the padded image, but with the
+far corner on the last pixel inside the box instead of one past it. Anchors, deltas, clipping and NMS
+then give matterport's numbers (IoU and the delta coding do not change under a per-axis scale), and
+`to_normalized` recovers matterport's normalised boxes wherever its formulas need them.
+
+Shape letters:
+    L: anchors; R: boxes; D: detections of one image; M: head mask size; H, W: an image's size
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .skimage_resize import resize_like_skimage
+
+
+def to_normalized(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """(..., 4) x1 y1 x2 y2 in this convention -> (..., 4) matterport's normalised y1 x1 y2 x2."""
+    height, width = image_size
+    return torch.stack(
+        (boxes[..., 1] / (height - 1), boxes[..., 0] / (width - 1), boxes[..., 3] / (height - 1), boxes[..., 2] / (width - 1)),
+        dim=-1,
+    )
+
+
+def anchors_in_frame(anchors: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """(L, 4) pixel anchors (far corner one past the box) -> this convention: (x1, y1, x2 - 1, y2 - 1).
+
+    matterport's `norm_boxes` casts normalised boxes to float32; the float64 references keep them in float64
+    (their proposals agree with float64 anchors to 1e-15, with float32-rounded ones only to 4e-8).
+    """
+    shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=anchors.device)
+    return anchors - shift
+
+
+def apply_deltas(deltas: Tensor, boxes: Tensor, std_dev) -> Tensor:
+    """matterport's `apply_box_deltas_graph` in its order of operations (no clamp on dw, dh); takes the
+    arguments of `boxes.decode_deltas`.
+
+    deltas: (..., 4) dx dy dw dh divided by std_dev; boxes: (..., 4) x1 y1 x2 y2. Returns (..., 4).
+    """
+    std = torch.as_tensor(std_dev, dtype=deltas.dtype, device=deltas.device)
+    deltas = deltas * std  # matterport multiplies by BBOX_STD_DEV
+    height = boxes[..., 3] - boxes[..., 1]
+    width = boxes[..., 2] - boxes[..., 0]
+    center_y = boxes[..., 1] + 0.5 * height + deltas[..., 1] * height
+    center_x = boxes[..., 0] + 0.5 * width + deltas[..., 0] * width
+    height = height * torch.exp(deltas[..., 3])
+    width = width * torch.exp(deltas[..., 2])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return torch.stack((x1, y1, x1 + width, y1 + height), dim=-1)  # y2 = y1 + h, x2 = x1 + w
+
+
+def window_in_frame(window: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    """Pixel window (y1, x1, y2, x2), y2 x2 one past the image -> the same window in this convention."""
+    y1, x1, y2, x2 = window
+    return float(y1), float(x1), float(y2 - 1), float(x2 - 1)
+
+
+def image_frame(image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The whole padded image as a window (y1, x1, y2, x2): matterport clips proposals to [0, 1]."""
+    return 0.0, 0.0, float(image_size[0] - 1), float(image_size[1] - 1)
+
+
+def top_k_stable(scores: Tensor, k: int) -> Tensor:
+    """(N, k) indices of the k largest scores per row, ties to the lower index (as tf.nn.top_k)."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def unmold_boxes(boxes: Tensor, window: tuple[int, int, int, int], image_size: tuple[int, int], original_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """matterport's `unmold_detections` for the boxes: (D, 4) in this convention -> ((D, 4) x1 y1 x2 y2
+    whole pixels of the original image, far corner one past the box; (D,) bool, False for empty boxes).
+
+    The window is normalised as the boxes are (in float64, as the references show for anchors: matterport's
+    `norm_boxes` would round to float32); the boxes are then taken relative to it and mapped to the original
+    image with round-half-even (np.around).
+    """
+    padded_h, padded_w = image_size
+    y1, x1, y2, x2 = window
+    window_n = torch.tensor([y1 / (padded_h - 1), x1 / (padded_w - 1), (y2 - 1) / (padded_h - 1), (x2 - 1) / (padded_w - 1)], dtype=torch.float64)
+    height_n = window_n[2] - window_n[0]
+    width_n = window_n[3] - window_n[1]
+    normalized = to_normalized(boxes.to(torch.float64), image_size)  # (D, 4) y1 x1 y2 x2
+    shift = window_n[[0, 1, 0, 1]].to(boxes.device)
+    scale = torch.stack((height_n, width_n, height_n, width_n)).to(boxes.device)
+    relative = (normalized - shift) / scale
+    orig_h, orig_w = original_size
+    factor = torch.tensor([orig_h - 1, orig_w - 1, orig_h - 1, orig_w - 1], dtype=torch.float64, device=boxes.device)
+    corner = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=boxes.device)
+    rounded = torch.round(relative * factor + corner)  # (D, 4) y1 x1 y2 x2, whole pixels
+    keep = (rounded[:, 2] - rounded[:, 0]) * (rounded[:, 3] - rounded[:, 1]) > 0  # matterport drops empty boxes
+    return rounded[:, [1, 0, 3, 2]], keep
+
+
+def paste_masks_like_matterport(masks: Tensor, boxes: Tensor, height: int, width: int, threshold: float) -> Tensor:
+    """matterport's `unmold_mask`: each (M, M) mask resized to its whole-pixel box with skimage's resize,
+    then >= threshold, placed in an empty (H, W) image. masks: (D, M, M); boxes: (D, 4) x1 y1 x2 y2
+    (rounded to whole pixels first). Returns (D, H, W) bool."""
+    full = torch.zeros((len(masks), height, width), dtype=torch.bool, device=masks.device)
+    corners = torch.round(boxes.to(torch.float64)).to(torch.int64).tolist()
+    for i, (x1, y1, x2, y2) in enumerate(corners):
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        resized = resize_like_skimage(masks[i], (y2 - y1, x2 - x1))  # (y2 - y1, x2 - x1) float64
+        full[i, y1:y2, x1:x2] = resized >= threshold
+    return full
+
+
+def unmold_detections(boxes: Tensor, scores: Tensor, labels: Tensor, mask_probs: Tensor, window: tuple[int, int, int, int],
+                      image_size: tuple[int, int], original_size: tuple[int, int], threshold: float):
+    """matterport's `unmold_detections` for one image: boxes (D, 4) in this convention, scores (D,),
+    labels (D,), mask_probs (D, M, M) -> (boxes (K, 4) x1 y1 x2 y2 whole original pixels, scores (K,),
+    labels (K,), masks (K, H, W) bool), detections whose rounded box is empty dropped."""
+    pixel_boxes, keep = unmold_boxes(boxes, window, image_size, original_size)
+    pixel_boxes = pixel_boxes[keep].to(boxes.dtype)
+    masks = paste_masks_like_matterport(mask_probs[keep], pixel_boxes, original_size[0], original_size[1], threshold)
+    return pixel_boxes, scores[keep], labels[keep], masks

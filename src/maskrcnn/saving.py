@@ -1,0 +1,44 @@
+"""`maskrcnn.save` / `maskrcnn.load`: weights, config and class names in one file.
+
+The file holds only tensors and plain values, so it loads with `torch.load(weights_only=True)`; it is
+written atomically, so a crash never leaves a half-written model where a good one was.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import atomic_save, load_file
+from .config import Config
+from .errors import CheckpointError
+from .model import MaskRCNN
+
+FORMAT = "maskrcnn-model"
+FORMAT_VERSION = 1
+
+
+def save(model: MaskRCNN, path) -> Path:
+    """Write the model's weights, config and class names to `path` (conventionally `.pt`)."""
+    path = Path(path)
+    state = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "class_names": list(model.class_names),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_save(state, path)
+    return path
+
+
+def load(path, *, map_location="cpu") -> MaskRCNN:
+    """A MaskRCNN from a file written by `save` (or a training checkpoint holding "model" and "config")."""
+    data = load_file(path, map_location=map_location)
+    weights = data.get("state_dict", data.get("model"))
+    if "config" not in data or not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: not a maskrcnn model file (no config and weights inside)")
+    config = Config.from_dict(data["config"])
+    model = MaskRCNN(config, class_names=data.get("class_names"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the config: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return model.eval()

@@ -1,0 +1,253 @@
+"""Trainer: layer selection, optimiser, schedule, logging, checkpoints and resume (seed section 2).
+
+One step: the model's five losses on a batch, their sum, a check that every loss is finite (before any
+optimiser step), backward, gradient clipping, optimiser step. After every epoch: a checkpoint written
+atomically (model, optimiser, step, RNG states, config, class names), the loss curve, and the validation
+score when a validation set is given.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from .config import LOSS_NAMES, Config
+from .errors import CheckpointError, TrainingError
+from .model import MaskRCNN
+
+# The seed repository's layer choices, as regular expressions over our parameter names. The heads are
+# everything but the ResNet trunk: FPN, RPN, box and mask heads. "3+" adds the trunk from C3 on (our
+# layer2), "4+" from C4 (layer3), "5+" from C5 (layer4).
+HEADS = r"(backbone\.fpn|rpn|box_head|mask_head)\..*"
+LAYER_CHOICES = {
+    "heads": HEADS,
+    "3+": r"(backbone\.trunk\.(layer2|layer3|layer4|stage3|stage4|stage5)\.|" + HEADS[1:],
+    "4+": r"(backbone\.trunk\.(layer3|layer4|stage4|stage5)\.|" + HEADS[1:],
+    "5+": r"(backbone\.trunk\.(layer4|stage5)\.|" + HEADS[1:],
+    "all": r".*",
+}
+
+
+def trainable_pattern(layers: str) -> re.Pattern:
+    """The compiled pattern of a layer choice ("heads", "3+", "4+", "5+", "all") or a user's regular expression."""
+    try:
+        return re.compile(LAYER_CHOICES.get(layers, layers))
+    except re.error as error:
+        raise ValueError(f"layers={layers!r} is neither one of {', '.join(LAYER_CHOICES)} nor a valid regular expression: {error}") from None
+
+
+def select_trainable(model: torch.nn.Module, layers: str) -> list[str]:
+    """Set requires_grad on the parameters whose names match the layer choice; return their names."""
+    pattern = trainable_pattern(layers)
+    chosen = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(bool(pattern.fullmatch(name)) or bool(pattern.match(name)))
+        if parameter.requires_grad:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError(f"layers={layers!r} matches no parameter")
+    return chosen
+
+
+def learning_rate_at(step: int, total_steps: int, *, base: float, warmup_steps: int, schedule: str, drops=()) -> float:
+    """Linear warm-up from base/10... to base over warmup_steps, then constant, step drops or cosine to 0."""
+    if warmup_steps and step < warmup_steps:
+        return base * (0.1 + 0.9 * step / warmup_steps)
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if schedule == "step":
+        return base * 0.1 ** sum(step >= fraction * total_steps for fraction in drops)
+    return base
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimiser steps
+    history: list = field(default_factory=list)  # one record per step (also in the JSON-lines log)
+
+
+class Trainer:
+    """Trains a MaskRCNN on a data set; `train(epochs, layers=...)` can be called again to go on."""
+
+    def __init__(self, model: MaskRCNN, dataset, *, out_dir, val_dataset=None, seed: int = 0, transform=None,
+                 num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3):
+        from .data import make_loader
+
+        self.model = model
+        self.config: Config = model.config
+        self.dataset = dataset
+        self.val_dataset = val_dataset
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.progress = progress
+        self.loader = make_loader(dataset, self.config.images_per_batch, shuffle=True, seed=seed,
+                                  num_workers=num_workers, transform=transform)
+        self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", keep=keep_checkpoints)
+        self.log_path = self.out_dir / "train_log.jsonl"
+        self.state = TrainState()
+        self.optimizer = None
+        self.layers = None
+
+    # ------------------------------------------------------------------------------------ set-up
+    def _build_optimizer(self, layers: str) -> None:
+        if self.optimizer is not None and layers == self.layers:
+            return
+        select_trainable(self.model, layers)
+        c = self.config
+        decay, no_decay = [], []
+        for name, parameter in self.model.named_parameters():
+            if parameter.requires_grad:
+                # No weight decay on biases and norm layers: it only fights their scale.
+                (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if c.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=c.learning_rate)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.learning_momentum)
+        self.layers = layers
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of out_dir, if there is one; return whether one was loaded."""
+        data = self.checkpoints.load_latest()
+        if data is None:
+            return False
+        saved = Config.from_dict(data["config"])
+        if saved != self.config:
+            different = {k: (v, getattr(self.config, k)) for k, v in vars(saved).items() if getattr(self.config, k) != v}
+            raise CheckpointError(
+                f"{self.checkpoints.latest()}: cannot resume, the config differs from the checkpoint's: "
+                + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
+            )
+        self.model.load_state_dict(data["model"])
+        self._build_optimizer(data["layers"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.state = TrainState(epoch=int(data["epoch"]), step=int(data["step"]), history=list(data.get("history", [])))
+        restore_rng_state(data["rng"])
+        return True
+
+    # ------------------------------------------------------------------------------------ training
+    def train(self, epochs: int, layers: str = "all", *, time_budget: float | None = None) -> TrainState:
+        """Train until `epochs` epochs are complete in all (a resumed run goes on from its epoch).
+
+        time_budget: stop after the step during which this many seconds have passed, then checkpoint.
+        """
+        self._build_optimizer(layers)
+        c = self.config
+        steps_per_epoch = len(self.loader)
+        total_steps = epochs * steps_per_epoch
+        started = time.perf_counter()
+        self.model.train()
+        out_of_time = False
+        for epoch in range(self.state.epoch, epochs):
+            self.loader.sampler.set_epoch(epoch)
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
+            for images, targets in bar:
+                if not images:
+                    continue
+                # With a time budget the schedule runs on the larger of step and time progress, so that
+                # a cosine decay ends when the budget does on any machine.
+                step_for_schedule = self.state.step
+                if time_budget is not None:
+                    elapsed = (time.perf_counter() - started) / time_budget
+                    step_for_schedule = max(step_for_schedule, int(elapsed * total_steps))
+                lr = learning_rate_at(step_for_schedule, total_steps, base=c.learning_rate, warmup_steps=c.lr_warmup_steps,
+                                      schedule=c.lr_schedule, drops=c.lr_steps)
+                record = self.step(images, targets, lr)
+                record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
+                self._log(record)
+                bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss",) + LOSS_NAMES})
+                if time_budget is not None and time.perf_counter() - started > time_budget:
+                    out_of_time = True
+                    break
+            bar.close()
+            self.state.epoch = epoch + 1
+            self.end_of_epoch()
+            if out_of_time:
+                break
+        return self.state
+
+    def step(self, images, targets, lr: float) -> dict:
+        """One optimiser step; raises TrainingError before the step when a loss is not finite."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        losses = self.model(images, targets)
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise TrainingError(
+                f"step {self.state.step + 1}: a loss is not finite ("
+                + ", ".join(f"{k}={v}" for k, v in values.items())
+                + "); no optimiser step was applied, and the last checkpoint in "
+                f"{self.checkpoints.directory} is from before this step. Lower the learning rate or check the data."
+            )
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.gradient_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.gradient_clip_norm)
+        self.optimizer.step()
+        self.state.step += 1
+        return {"step": self.state.step, "lr": lr, "loss": sum(values.values()), **values}
+
+    def _log(self, record: dict) -> None:
+        self.state.history.append(record)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def end_of_epoch(self) -> None:
+        if self.val_dataset is not None:
+            score = self.evaluate(self.val_dataset)
+            record = {"step": self.state.step, "epoch": self.state.epoch, **{f"val_{k}": v for k, v in score.items()}}
+            with open(self.log_path, "a") as log:
+                log.write(json.dumps(record) + "\n")
+            self.state.history.append(record)
+        self.save_checkpoint()
+        try:
+            from .visualize import plot_losses
+
+            plot_losses([r for r in self.state.history if "loss" in r], self.out_dir / "loss.png")
+        except (ImportError, ValueError):
+            pass  # a picture is a convenience; never lose a run over it
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "layers": self.layers,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "history": [{k: v for k, v in r.items()} for r in self.state.history],
+            "rng": capture_rng_state(),
+            "config": self.config.to_dict(),
+            "class_names": list(self.model.class_names),
+        }
+        return self.checkpoints.save(state, self.state.epoch)
+
+    def evaluate(self, dataset) -> dict:
+        """Box and mask mAP@0.5 (the seed's compute_ap) on a data set."""
+        return evaluate_map(self.model, dataset, batch_size=self.config.images_per_batch)
+
+
+def evaluate_map(model: MaskRCNN, dataset, *, batch_size: int = 8, progress: bool = False) -> dict:
+    """{"box_map50", "mask_map50"} of the model on every image of a data set (the seed's compute_ap)."""
+    from .evaluation import ground_truth_detections, voc_map
+
+    ground_truths, found = [], []
+    indices = list(range(len(dataset)))
+    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate", disable=not progress, leave=False):
+        batch = indices[start:start + batch_size]
+        found += model.predict([dataset.load_image(i) for i in batch])
+        ground_truths += [ground_truth_detections(dataset, i) for i in batch]
+    return {
+        "box_map50": voc_map(ground_truths, found, 0.5, use_masks=False),
+        "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True),
+    }
