@@ -54,8 +54,9 @@ def from_matterport(h5_path, *, num_classes: int | None = None, config: Config |
             f"{path}: the file holds a {backbone} with {file_classes} classes, but the config asks for "
             f"{config.backbone} with {config.num_classes} classes"
         )
-    model = MaskRCNN(config)
-    model.load_state_dict(_convert(path, tensors, model), strict=True)
+    with torch.device("meta"):  # shapes only: every tensor comes from the file, so no random initialisation
+        model = MaskRCNN(config)
+    model.load_state_dict(_convert(path, tensors, model), strict=True, assign=True)
     return model.eval()
 
 
@@ -178,36 +179,35 @@ def _convert(path: Path, tensors: dict, model: MaskRCNN) -> dict[str, torch.Tens
     def put(layer: str, name: str, value: torch.Tensor, keras_shape) -> None:
         expected = tuple(target[name].shape)
         if tuple(value.shape) != expected:
-            misshapen.append(f"{layer} {tuple(keras_shape)} (expected {_keras_shape(expected, value, keras_shape)})")
+            misshapen.append(f"{layer} {tuple(keras_shape)} (expected {_keras_shape(expected)})")
             return
-        state[name] = value.to(target[name].dtype)
+        state[name] = value.to(target[name].dtype)  # the model is built on the meta device: dtype and shape only
 
     for layer, (ours, kind) in _layer_map(model).items():
         if kind == "bn":
             for field, attribute in BN_FIELDS.items():
                 value = take(layer, field)
                 if value is not None:
-                    put(layer, f"{ours}.{attribute}", torch.from_numpy(np.array(value)), value.shape)
+                    put(layer, f"{ours}.{attribute}", torch.from_numpy(value), value.shape)
             continue
         kernel, bias = take(layer, "kernel"), take(layer, "bias")
         if kernel is None or bias is None:
             continue
-        weight = torch.from_numpy(np.array(kernel))
         if kind in ("conv", "conv_deltas", "conv_into_bn", "deconv"):
-            if weight.dim() != 4:
+            if kernel.ndim != 4:
                 misshapen.append(f"{layer} {tuple(kernel.shape)} (expected a 4-d conv kernel)")
                 continue
             # conv (kh, kw, in, out) -> (out, in, kh, kw); transposed conv (kh, kw, out, in) -> (in, out, kh, kw)
-            weight = weight.permute(3, 2, 0, 1)
+            weight = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
         else:  # dense (in, out) -> (out, in)
-            if weight.dim() != 2:
+            if kernel.ndim != 2:
                 misshapen.append(f"{layer} {tuple(kernel.shape)} (expected a 2-d dense kernel)")
                 continue
-            weight = weight.t()
-        bias_tensor = torch.from_numpy(np.array(bias))
+            weight = torch.from_numpy(np.ascontiguousarray(kernel.T))
+        bias_tensor = torch.from_numpy(bias)
         if kind in ("conv_deltas", "dense_deltas") and weight.shape[0] % 4 == 0 and bias_tensor.shape[0] == weight.shape[0]:
             weight, bias_tensor = _reorder_deltas(weight), _reorder_deltas(bias_tensor)
-        put(layer, f"{ours}.weight", weight.contiguous(), kernel.shape)
+        put(layer, f"{ours}.weight", weight, kernel.shape)
         if kind == "conv_into_bn":
             folded_biases[ours] = (layer, bias_tensor)
         else:
@@ -222,7 +222,7 @@ def _convert(path: Path, tensors: dict, model: MaskRCNN) -> dict[str, torch.Tens
         elif mean_name in state:
             misshapen.append(f"{layer} bias {tuple(bias.shape)} (expected {tuple(state[mean_name].shape)})")
 
-    extra = sorted({key.split("/")[0] for key in tensors} - {key.split("/")[0] for key in used})
+    extra = sorted(set(tensors) - used)
     problems = []
     if missing:
         problems.append(f"missing {', '.join(sorted(missing))}")
@@ -236,12 +236,13 @@ def _convert(path: Path, tensors: dict, model: MaskRCNN) -> dict[str, torch.Tens
     unfilled = sorted(n for n in target if n not in state and not n.endswith("num_batches_tracked"))
     if unfilled:  # a mapping gap on our side, not the file's fault
         raise CheckpointError(f"{path}: no weights in the file map to {', '.join(unfilled)}")
-    for name in target:
-        state.setdefault(name, target[name])
+    for name in target:  # only batch norm's step counters (train_bn) have no counterpart in the file
+        if name not in state:
+            state[name] = torch.zeros(target[name].shape, dtype=target[name].dtype)
     return state
 
 
-def _keras_shape(torch_shape: tuple, converted: torch.Tensor, keras_shape) -> tuple:
+def _keras_shape(torch_shape: tuple) -> tuple:
     """Our expected shape written in the file's (Keras) layout, for error messages."""
     if len(torch_shape) == 4:
         out, inp, kh, kw = torch_shape
