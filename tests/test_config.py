@@ -172,9 +172,6 @@ def test_unreadable_or_malformed_files(tmp_path):
         Config.load(listing)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="config.py validate(): a value of the wrong type (a string for a float, a number "
-                   "for a tuple) fails inside a comparison or len() and the ConfigError carries Python's TypeError text "
-                   "without naming the field")
 @pytest.mark.parametrize("text, field", [("rpn_nms_threshold: high\n", "rpn_nms_threshold"),
                                          ("anchor_scales: 32\n", "anchor_scales")])
 def test_wrong_type_in_file_names_the_field(tmp_path, text, field):

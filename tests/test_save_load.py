@@ -109,9 +109,6 @@ def test_load_missing_or_foreign_files(tmp_path):
         maskrcnn.load(weights_only)
 
 
-@pytest.mark.xfail(strict=True, raises=(IndexError, KeyError), reason="checkpoint.py line 44: _CORRUPTION_ERRORS lacks IndexError and KeyError, which "
-                   "torch's weights-only unpickler raises for some non-torch files (text starting with 't' or 'h' is read "
-                   "as legacy pickle opcodes TUPLE / BINGET), so load_file lets them escape without naming the file")
 @pytest.mark.parametrize("content", [b"this is not a torch file at all", b"hello"])
 def test_load_text_file(tmp_path, content):
     path = tmp_path / "text.pt"
@@ -148,9 +145,6 @@ def test_weights_missing_for_the_config(model, tmp_path):
         maskrcnn.load(path)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="saving.py load(), line 41: model.load_state_dict(weights, strict=False) raises "
-                   "torch's RuntimeError on a size mismatch (strict=False only forgives missing/unexpected keys), so "
-                   "weights that do not fit the config's num_classes escape as a RuntimeError that does not name the file")
 def test_weights_of_the_wrong_shape_for_the_config(model, tmp_path):
     def more_classes(data):
         data["config"]["num_classes"] = 5
@@ -161,8 +155,6 @@ def test_weights_of_the_wrong_shape_for_the_config(model, tmp_path):
         maskrcnn.load(path)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="saving.py load(), line 39: Config.from_dict's ConfigError (e.g. 'unknown config "
-                   "field(s): bogus') is passed on without the name of the file it came from")
 def test_bad_config_in_file_names_the_file(model, tmp_path):
     path = saved_with(model, tmp_path, "config.pt", lambda data: data["config"].update(bogus=1))
     with pytest.raises(maskrcnn.errors.ConfigError, match="config.pt"):

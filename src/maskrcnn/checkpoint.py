@@ -41,7 +41,8 @@ __all__ = [
 POINTER_NAME = "last.json"
 _CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
 # torch's reader reports a damaged file with any of these, depending on where the damage is.
-_CORRUPTION_ERRORS = (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, OSError)
+# A file that is not a torch file at all can also stop the reader with IndexError or KeyError (e.g. plain text).
+_CORRUPTION_ERRORS = (RuntimeError, EOFError, ValueError, IndexError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError, OSError)
 # Types torch.load(weights_only=True) rebuilds; only used to point at the offending value in an error message
 # (the real check is torch's own loader, see _verify_loadable).
 _PLAIN_LEAVES = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)

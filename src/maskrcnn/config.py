@@ -227,12 +227,31 @@ class Config:
         self.validate()
 
     def _coerce_types(self) -> None:
-        """Lists read from YAML/JSON become the tuples the fields declare."""
+        """Lists read from YAML/JSON become the tuples the fields declare; a value of the wrong type is a
+        ConfigError naming the field (before any check compares it)."""
         hints = typing.get_type_hints(type(self))
+        number = (int, float)
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if hints[f.name] is tuple and isinstance(value, list):
-                setattr(self, f.name, tuple(value))
+            value, kind = getattr(self, f.name), hints[f.name]
+            if kind is tuple and isinstance(value, list):
+                value = tuple(value)
+                setattr(self, f.name, value)
+            if kind is tuple:
+                ok = isinstance(value, tuple) and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
+            elif kind is float:
+                ok = isinstance(value, number) and not isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is str:
+                ok = isinstance(value, str)
+            elif kind is dict:
+                ok = isinstance(value, dict) and all(isinstance(v, number) for v in value.values())
+            else:
+                ok = True
+            if not ok:
+                raise ConfigError(f"config field {f.name!r} = {value!r}: expected {'a list of numbers' if kind is tuple else kind.__name__}")
 
     def validate(self) -> None:
         """Raise ConfigError naming the field for any impossible value."""

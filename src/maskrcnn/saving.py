@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_save, load_file
 from .config import Config
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .model import MaskRCNN
 
 FORMAT = "maskrcnn-model"
@@ -36,9 +36,19 @@ def load(path, *, map_location="cpu") -> MaskRCNN:
     weights = data.get("state_dict", data.get("model"))
     if "config" not in data or not isinstance(weights, dict):
         raise CheckpointError(f"{path}: not a maskrcnn model file (no config and weights inside)")
-    config = Config.from_dict(data["config"])
+    try:
+        config = Config.from_dict(data["config"])
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     model = MaskRCNN(config, class_names=data.get("class_names"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the config: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in weights]
+    unexpected = [k for k in weights if k not in ours]
+    misshapen = [f"{k} {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in weights.items() if k in ours and v.shape != ours[k].shape]
+    if missing or unexpected or misshapen:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the config stored with them: missing {missing[:10]}, "
+            f"unexpected {unexpected[:10]}, wrong shapes {misshapen[:10]}"
+        )
+    model.load_state_dict(weights)
     return model.eval()
