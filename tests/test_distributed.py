@@ -228,6 +228,17 @@ def test_describe_states_global_batch_and_scaling_rule():
     assert "4 processes" in text and "global batch of 8" in text and "learning_rate=0.04" in text
 
 
+def test_mixed_precision_is_refused_on_the_cpu(tmp_path):
+    with pytest.raises(ValueError, match="mixed precision for CUDA"):
+        Trainer(_model(2), _train_set(), out_dir=tmp_path, progress=False, amp=True)
+
+
+def test_sync_batch_norm_is_refused_on_the_cpu():
+    context = distributed.Distributed(rank=0, world_size=2, backend="gloo")
+    with pytest.raises(ValueError, match="CUDA only"):
+        distributed.prepare_model(_model(2), context, sync_bn=True)
+
+
 # ------------------------------------------------------------------------------------------ two ranks
 def test_two_processes_train_to_the_single_process_weights(two_ranks, tmp_path):
     _, results, _ = two_ranks
