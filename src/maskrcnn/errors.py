@@ -24,3 +24,11 @@ class TrainingError(MaskRCNNError):
 
 class DataWarning(UserWarning):
     """A data problem that was worked around: an annotation skipped or clipped (names the file and id)."""
+
+
+class MissingDependencyError(MaskRCNNError, ImportError):
+    """An optional package is not installed (names the package and the `pip install` line of its extra)."""
+
+
+class DistributedError(TrainingError):
+    """Distributed training stopped on every rank (names the failing rank(s), what they were doing and their error)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from .config import LOSS_NAMES, Config
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, DataError, TrainingError
 from .model import MaskRCNN
 
 # The seed repository's layer choices, as regular expressions over our parameter names. The heads are
@@ -79,19 +80,33 @@ class Trainer:
     """Trains a MaskRCNN on a data set; `train(epochs, layers=...)` can be called again to go on."""
 
     def __init__(self, model: MaskRCNN, dataset, *, out_dir, val_dataset=None, seed: int = 0, transform=None,
-                 num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3):
+                 num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3,
+                 distributed=None, amp: bool = False):
+        """distributed: a distributed.Distributed from distributed.setup() (None: one process); the model
+        must already be on its device (distributed.prepare_model). amp: CUDA mixed precision (float16
+        autocast with a gradient scaler), off by default."""
         from .data import make_loader
+        from .distributed import single_process
 
+        self.dist = distributed if distributed is not None else single_process()
+        if amp and self.dist.device.type != "cuda" and model.device.type != "cuda":
+            raise ValueError("amp=True (--amp) is mixed precision for CUDA; this model runs on the CPU, where it stays float32")
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.model = model
+        self.network = model  # what the training step calls: the model, or its DistributedDataParallel wrapper
         self.config: Config = model.config
         self.dataset = dataset
         self.val_dataset = val_dataset
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.seed = seed
-        self.progress = progress
-        self.loader = make_loader(dataset, self.config.images_per_batch, shuffle=True, seed=seed,
-                                  num_workers=num_workers, transform=transform)
+        self.progress = progress and self.dist.is_main  # one progress bar, rank 0's
+        # With worker processes, each records the images it is given, so a dead worker can be named (issue 5 case 18).
+        self.worker_log = WorkerLog(dataset, num_workers) if num_workers > 0 else None
+        self.loader = make_loader(self.worker_log or dataset, self.config.images_per_batch, shuffle=True, seed=seed,
+                                  num_workers=num_workers, transform=transform,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", keep=keep_checkpoints)
         self.log_path = self.out_dir / "train_log.jsonl"
         self.state = TrainState()
@@ -115,10 +130,14 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.learning_momentum)
         self.layers = layers
+        self.network = self.dist.wrap(self.model)  # after select_trainable: DDP syncs what requires grad then
 
     def resume(self) -> bool:
         """Load the latest checkpoint of out_dir, if there is one; return whether one was loaded."""
-        data = self.checkpoints.load_latest()
+        with self.dist.agree("reading the latest checkpoint"):  # every rank reads the same file
+            data = self.checkpoints.load_latest()
+        self.dist.same(None if data is None else (int(data["epoch"]), int(data["step"])),
+                       f"the latest checkpoint in {self.checkpoints.directory} (epoch, step)")
         if data is None:
             return False
         saved = Config.from_dict(data["config"])
@@ -140,7 +159,25 @@ class Trainer:
         """Train until `epochs` epochs are complete in all (a resumed run goes on from its epoch).
 
         time_budget: stop after the step during which this many seconds have passed, then checkpoint.
+        Raises DataError before any step when no image has an instance to learn from, and TrainingError when
+        a loss is not finite or a data-loader worker dies (naming the worker and the images it was given).
         """
+        check_has_instances(self.dataset)
+        try:
+            return self._train(epochs, layers, time_budget)
+        except RuntimeError as error:
+            # torch raises a bare RuntimeError ("DataLoader worker (pid 123) is killed by signal") from wherever
+            # the main process is when a worker dies, so it is caught around the whole loop.
+            if self.worker_log is None or "DataLoader worker" not in str(error):
+                raise
+            latest = self.checkpoints.latest()
+            raise TrainingError(
+                f"{self.worker_log.describe(str(error))}; the run stopped at step {self.state.step}. "
+                + (f"The last checkpoint is {latest}: resume from it (Trainer.resume(), or `maskrcnn train ... --resume`)."
+                   if latest else "No checkpoint was written yet.")
+            ) from error
+
+    def _train(self, epochs: int, layers: str, time_budget: float | None) -> TrainState:
         self._build_optimizer(layers)
         c = self.config
         steps_per_epoch = len(self.loader)
@@ -148,17 +185,21 @@ class Trainer:
         started = time.perf_counter()
         self.model.train()
         out_of_time = False
+        if self.dist.enabled and self.dist.is_main:
+            from .distributed import describe
+
+            print(describe(self.dist, c.images_per_batch, c.learning_rate), flush=True)
         for epoch in range(self.state.epoch, epochs):
             self.loader.sampler.set_epoch(epoch)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
-            for images, targets in bar:
+            for images, targets in self.dist.batches(bar):  # in step on every rank (distributed.py)
                 if not images:
                     continue
                 # With a time budget the schedule runs on the larger of step and time progress, so that
                 # a cosine decay ends when the budget does on any machine.
                 step_for_schedule = self.state.step
                 if time_budget is not None:
-                    elapsed = (time.perf_counter() - started) / time_budget
+                    elapsed = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
                     step_for_schedule = max(step_for_schedule, int(elapsed * total_steps))
                 lr = learning_rate_at(step_for_schedule, total_steps, base=c.learning_rate, warmup_steps=c.lr_warmup_steps,
                                       schedule=c.lr_schedule, drops=c.lr_steps)
@@ -166,7 +207,7 @@ class Trainer:
                 record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
                 self._log(record)
                 bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss",) + LOSS_NAMES})
-                if time_budget is not None and time.perf_counter() - started > time_budget:
+                if time_budget is not None and self.dist.any(time.perf_counter() - started > time_budget):
                     out_of_time = True
                     break
             bar.close()
@@ -180,37 +221,46 @@ class Trainer:
         """One optimiser step; raises TrainingError before the step when a loss is not finite."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        losses = self.model(images, targets)
-        values = {name: float(value.detach()) for name, value in losses.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            raise TrainingError(
-                f"step {self.state.step + 1}: a loss is not finite ("
-                + ", ".join(f"{k}={v}" for k, v in values.items())
-                + "); no optimiser step was applied, and the last checkpoint in "
-                f"{self.checkpoints.directory} is from before this step. Lower the learning rate or check the data."
-            )
+        # Distributed: a failure on any rank stops every rank here, before backward exchanges gradients.
+        with self.dist.agree(f"step {self.state.step + 1}"):
+            with torch.autocast(self.model.device.type, dtype=torch.float16, enabled=self.amp):
+                losses = self.network(images, targets)
+            values = {name: float(value.detach()) for name, value in losses.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise TrainingError(
+                    f"step {self.state.step + 1}: a loss is not finite ("
+                    + ", ".join(f"{k}={v}" for k, v in values.items())
+                    + "); no optimiser step was applied, and the last checkpoint in "
+                    f"{self.checkpoints.directory} is from before this step. Lower the learning rate or check the data."
+                )
+        values = self.dist.mean(values)  # the global batch's losses, for the log
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()  # without amp the scaler passes everything through unchanged
         if self.config.gradient_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.gradient_clip_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.state.step += 1
         return {"step": self.state.step, "lr": lr, "loss": sum(values.values()), **values}
 
     def _log(self, record: dict) -> None:
         self.state.history.append(record)
-        with open(self.log_path, "a") as log:
-            log.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.log_path, "a") as log:
+                log.write(json.dumps(record) + "\n")
 
     def end_of_epoch(self) -> None:
         if self.val_dataset is not None:
             score = self.evaluate(self.val_dataset)
             record = {"step": self.state.step, "epoch": self.state.epoch, **{f"val_{k}": v for k, v in score.items()}}
-            with open(self.log_path, "a") as log:
-                log.write(json.dumps(record) + "\n")
-            self.state.history.append(record)
-        self.save_checkpoint()
+            self._log(record)
+        with self.dist.agree("writing the checkpoint"):  # rank 0 writes; a failure there stops the others too
+            if self.dist.is_main:
+                self.save_checkpoint()
+        if not self.dist.is_main:
+            return
         try:
             from .visualize import plot_losses
 
@@ -234,6 +284,10 @@ class Trainer:
 
     def evaluate(self, dataset) -> dict:
         """Box and mask mAP@0.5 (the seed's compute_ap) on a data set."""
+        if self.dist.enabled:  # shared among the ranks, same numbers (distributed.evaluate_sharded)
+            from .distributed import evaluate_sharded
+
+            return evaluate_sharded(self.model, dataset, batch_size=self.config.images_per_batch, context=self.dist)
         return evaluate_map(self.model, dataset, batch_size=self.config.images_per_batch)
 
 
@@ -251,3 +305,59 @@ def evaluate_map(model: MaskRCNN, dataset, *, batch_size: int = 8, progress: boo
         "box_map50": voc_map(ground_truths, found, 0.5, use_masks=False),
         "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True),
     }
+
+
+def check_has_instances(dataset) -> None:
+    """DataError unless some image has an instance: a run on negatives only would log losses and learn nothing."""
+    if not hasattr(dataset, "num_instances"):
+        return  # a plain map-style data set: counting would load every sample
+    for index in range(len(dataset)):
+        try:
+            if dataset.num_instances(index) > 0:
+                return
+        except DataError:
+            continue  # an unreadable image is skipped (with a warning) by the loader too
+    where = getattr(dataset, "annotation_file", None) or getattr(dataset, "json_file", None) or "the training data set"
+    raise DataError(f"{where}: none of its {len(dataset)} images has a usable (non-crowd) instance after filtering; "
+                    f"training would only see background. Check the annotations (`maskrcnn validate`).")
+
+
+class WorkerLog(torch.utils.data.Dataset):
+    """A data set view whose data-loader workers record, in shared memory, their pid and the last images they
+    were given, so that the main process can name them when a worker dies (killed by the OOM killer, ...)."""
+
+    KEPT = 4  # last image indices kept per worker
+
+    def __init__(self, dataset, num_workers: int):
+        self.dataset = dataset
+        self.pids = torch.zeros(num_workers, dtype=torch.int64).share_memory_()
+        self.last = torch.full((num_workers, self.KEPT), -1, dtype=torch.int64).share_memory_()  # oldest first
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            self.pids[info.id] = os.getpid()
+            self.last[info.id] = torch.cat([self.last[info.id, 1:], torch.tensor([index])])
+        return self.dataset[index]
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not yet set (while unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)  # image_reference, num_instances, ... of the wrapped data set
+
+    def describe(self, error: str) -> str:
+        """'data-loader worker 0 (pid 123) died ...; the last images it was given: ...' for the worker(s) in error."""
+        # torch writes "(pid 123)" or "(pid(s) 123, 456)"
+        match = re.search(r"pid(?:\(s\))?\s*([\d,\s]+)", error)
+        named = {int(p) for p in re.findall(r"\d+", match.group(1))} if match else set()
+        workers = [w for w in range(len(self.pids)) if int(self.pids[w]) in named] or list(range(len(self.pids)))
+        parts = []
+        for w in workers:
+            given = [self.dataset.image_reference(int(i)) for i in self.last[w].tolist() if i >= 0]
+            parts.append(f"data-loader worker {w} (pid {int(self.pids[w])}) died; the last images it was given, "
+                         f"the one it was loading last: {', '.join(map(repr, given)) or 'none yet'}")
+        return f"{'; '.join(parts)} (torch: {error.strip()})"
+

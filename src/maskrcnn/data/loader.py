@@ -59,17 +59,25 @@ class SeededSampler(Sampler):
     """Yields (index, epoch): a permutation drawn from (seed, epoch) when shuffling, else in order.
 
     Each full pass advances the epoch, so successive epochs differ but a rerun with the same seed repeats.
+    With world_size > 1 (distributed training, distributed.py) every process draws the same permutation and
+    takes every world_size-th entry from position rank on, so the shards are disjoint and their union is the
+    single-process order; batch j of the processes together holds the single-process batch j of
+    world_size x batch_size images. When the length does not divide, the permutation is padded with its own
+    first entries (as torch's DistributedSampler does) so that every process runs the same number of steps.
     """
 
-    def __init__(self, indices, *, shuffle: bool, seed: int):
+    def __init__(self, indices, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"SeededSampler: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.indices = np.asarray(list(indices), dtype=np.int64)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return -(-len(self.indices) // self.world_size)  # ceil: the padded shard's length
 
     def __iter__(self):
         epoch = self.epoch
@@ -77,23 +85,27 @@ class SeededSampler(Sampler):
         order = self.indices
         if self.shuffle:
             order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        if self.world_size > 1 and len(order):
+            padded = np.resize(order, len(self) * self.world_size)  # repeats the order's start to fill up
+            order = padded[self.rank::self.world_size]
         for index in order:
             yield int(index), epoch
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, transform=None,
-                drop_empty: bool = False) -> DataLoader:
+                drop_empty: bool = False, *, rank: int = 0, world_size: int = 1) -> DataLoader:
     """A DataLoader of (list of B images (3, H, W) float in [0, 1], list of B targets).
 
     drop_empty: leave out images without any (non-crowd) instance; by default they are kept as negatives
     (targets with boxes (0, 4), labels (0,), masks (0, H, W)).
+    rank, world_size: this process's shard in distributed training (SeededSampler); B is per process.
     """
     if batch_size < 1:
         raise ValueError(f"make_loader: batch_size must be >= 1, got {batch_size}")
     indices = range(len(dataset))
     if drop_empty:
         indices = [i for i in indices if _num_instances(dataset, i) > 0]
-    sampler = SeededSampler(indices, shuffle=shuffle, seed=seed)
+    sampler = SeededSampler(indices, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
     return DataLoader(SkipUnreadable(dataset, transform, seed), batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed))
