@@ -57,15 +57,20 @@ def select_trainable(model: torch.nn.Module, layers: str) -> list[str]:
     return chosen
 
 
-def learning_rate_at(step: int, total_steps: int, *, base: float, warmup_steps: int, schedule: str, drops=()) -> float:
-    """Linear warm-up from base/10... to base over warmup_steps, then constant, step drops or cosine to 0."""
+def learning_rate_at(step: int, total_steps: int, *, base: float, warmup_steps: int, schedule: str, drops=(),
+                     time_fraction: float = 0.0) -> float:
+    """Linear warm-up from base/10 to base over the first warmup_steps steps, then constant, step drops or
+    cosine to 0. The schedule's progress is the larger of step / total_steps and time_fraction (the share
+    of a time budget used), so that a time-budgeted run ends its decay when the budget ends."""
     if warmup_steps and step < warmup_steps:
         return base * (0.1 + 0.9 * step / warmup_steps)
+    progress = max(step / max(1, total_steps), time_fraction)
     if schedule == "cosine":
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        warmup_share = warmup_steps / max(1, total_steps) if time_fraction == 0.0 else 0.0
+        after_warmup = (progress - warmup_share) / max(1e-9, 1.0 - warmup_share)
+        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, after_warmup))))
     if schedule == "step":
-        return base * 0.1 ** sum(step >= fraction * total_steps for fraction in drops)
+        return base * 0.1 ** sum(progress >= fraction for fraction in drops)
     return base
 
 
@@ -197,11 +202,10 @@ class Trainer:
                     continue
                 # With a time budget the schedule runs on the larger of step and time progress, so that
                 # a cosine decay ends when the budget does on any machine.
-                step_for_schedule = self.state.step
+                time_fraction = 0.0
                 if time_budget is not None:
-                    elapsed = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
-                    step_for_schedule = max(step_for_schedule, int(elapsed * total_steps))
-                lr = learning_rate_at(step_for_schedule, total_steps, base=c.learning_rate, warmup_steps=c.lr_warmup_steps,
+                    time_fraction = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
+                lr = learning_rate_at(self.state.step, total_steps, time_fraction=time_fraction, base=c.learning_rate, warmup_steps=c.lr_warmup_steps,
                                       schedule=c.lr_schedule, drops=c.lr_steps)
                 record = self.step(images, targets, lr)
                 record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
