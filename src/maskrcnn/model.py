@@ -16,13 +16,21 @@ from .backbone import build_backbone
 from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
 from .config import Config
 from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, select_class
-from .normalized_frame import unmold_detections
-from .postprocess import detect, paste_masks, to_original
+from .postprocess import detect, to_detections, to_original
 from .preprocess import ImageBatch, Preprocessor, to_image_tensor
 from .proposals import propose
 from .roi_align import PyramidROIAlign
 from .rpn import RPNHead, rpn_bbox_loss, rpn_class_loss, rpn_targets
 from .structures import Detections
+
+
+def build_preprocessor(c: Config) -> Preprocessor:
+    """The pre-processing of a config (also rebuilt by export.OnnxPredictor from an ONNX file's metadata)."""
+    return Preprocessor(
+        resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
+        size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
+        resize_method=c.image_resize_method,
+    )
 
 
 class MaskRCNN(nn.Module):
@@ -34,11 +42,7 @@ class MaskRCNN(nn.Module):
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {c.num_classes} (background included)")
         self.class_names = list(class_names) if class_names else ["BG"] + [f"class_{i}" for i in range(1, c.num_classes)]
 
-        self.preprocessor = Preprocessor(
-            resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
-            size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
-            resize_method=c.image_resize_method,
-        )
+        self.preprocessor = build_preprocessor(c)
         self.backbone = build_backbone(
             name=c.backbone, layout=c.backbone_layout, fpn_channels=c.fpn_channels, fpn_norm=c.fpn_norm,
             train_bn=c.train_bn, eps=c.batch_norm_eps,
@@ -223,15 +227,8 @@ class MaskRCNN(nn.Module):
         labels = torch.cat([f.labels for f in found])
         mask_probs = torch.sigmoid(select_class(mask_logits, labels)).split([len(f.boxes) for f in found])  # per image (D, M, M)
 
-        results = []
-        for i, (f, probs) in enumerate(zip(found, mask_probs)):
-            height, width = batch.original_sizes[i]
-            if self.box_convention == "matterport":  # its unmold_detections: whole pixels, empty boxes dropped
-                boxes, scores, labels, masks = unmold_detections(
-                    f.boxes, f.scores, f.labels, probs, batch.windows[i], batch.padded_size, (height, width), self.mask_threshold)
-                results.append(Detections(boxes.float(), labels, scores.float(), masks))
-                continue
-            boxes = self.to_image_frame(f.boxes, batch, i)  # (D, 4) original pixels
-            masks = paste_masks(probs, boxes, height, width, self.mask_threshold)  # (D, H, W) bool
-            results.append(Detections(boxes.float(), f.labels, f.scores.float(), masks))
-        return results
+        return [  # boxes back to each original image, masks pasted (postprocess.to_detections, shared with export.py)
+            to_detections(f.boxes, f.labels, f.scores, probs, batch.windows[i], batch.padded_size, batch.original_sizes[i],
+                          box_convention=self.box_convention, mask_threshold=self.mask_threshold)
+            for i, (f, probs) in enumerate(zip(found, mask_probs))
+        ]

@@ -16,6 +16,7 @@ from torchvision.ops import batched_nms
 
 from .boxes import decode_deltas, keep_min_size
 from .proposals import clip_to_window
+from .structures import Detections
 
 
 @dataclass
@@ -55,7 +56,7 @@ def detect(
     num_classes = probabilities.shape[1]
     if class_mode == "argmax":
         scores, labels = probabilities.max(dim=1)  # (R,)
-        class_deltas = deltas[torch.arange(len(labels), device=labels.device), labels]  # (R, 4)
+        class_deltas = deltas[torch.arange(labels.shape[0], device=labels.device), labels]  # (R, 4); shape[0] stays dynamic when traced
         boxes = clip_to_window(decode(class_deltas, rois, std_dev), window)  # (R, 4)
         candidate = torch.where((labels > 0) & (scores >= min_confidence))[0]
     else:
@@ -122,3 +123,22 @@ def to_original(boxes: Tensor, window: tuple[int, int, int, int], original_size:
     shift = torch.tensor([x1, y1, x1, y1], dtype=boxes.dtype, device=boxes.device)
     factor = torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y], dtype=boxes.dtype, device=boxes.device)
     return (boxes - shift) * factor
+
+
+def to_detections(boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window: tuple[int, int, int, int],
+                  padded_size: tuple[int, int], original_size: tuple[int, int], *, box_convention: str, mask_threshold: float) -> Detections:
+    """One image's detections in padded-batch pixels -> Detections in the original image's pixels.
+
+    boxes: (D, 4); labels, scores: (D,); mask_probs: (D, M, M) of each detection's class. Boxes go back to the
+    original image and masks are pasted there ("matterport": its unmold_detections, whole pixels, empty boxes
+    dropped). Shared by MaskRCNN.predict and the ONNX predictor (export.py), so both finish the same way.
+    """
+    height, width = original_size
+    if box_convention == "matterport":
+        from .normalized_frame import unmold_detections
+
+        boxes, scores, labels, masks = unmold_detections(boxes, scores, labels, mask_probs, window, padded_size, original_size, mask_threshold)
+        return Detections(boxes.float(), labels, scores.float(), masks)
+    boxes = to_original(boxes, window, original_size)  # (D, 4) original pixels
+    masks = paste_masks(mask_probs, boxes, height, width, mask_threshold)  # (D, H, W) bool
+    return Detections(boxes.float(), labels, scores.float(), masks)

@@ -27,6 +27,14 @@ def clip_to_window(boxes: Tensor, window: tuple[float, float, float, float]) -> 
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
+def top_count(limit: int, available):
+    """min(limit, available). While tracing for ONNX export `available` is a traced size, and the minimum is
+    kept in the graph (Python's min would freeze the example image's count into it)."""
+    if torch.jit.is_tracing():
+        return torch.clamp(torch.as_tensor(available), max=limit)
+    return min(limit, available)
+
+
 @torch.no_grad()
 def propose(
     rpn: RPNOutput,
@@ -58,16 +66,16 @@ def propose(
     if pre_nms_per_level:
         top_indices, start = [], 0
         for n in rpn.level_sizes:
-            k = min(pre_nms_limit, n)
+            k = top_count(pre_nms_limit, n)
             top_indices.append(scores[:, start:start + n].topk(k, dim=1).indices + start)
             start += n
         top = torch.cat(top_indices, dim=1)  # (N, K)
     elif box_convention == "matterport":  # tf.nn.top_k: equal scores (the padding's anchors) in anchor order
         from .normalized_frame import top_k_stable
 
-        top = top_k_stable(scores, min(pre_nms_limit, scores.shape[1]))  # (N, K)
+        top = top_k_stable(scores, top_count(pre_nms_limit, scores.shape[1]))  # (N, K)
     else:
-        top = scores.topk(min(pre_nms_limit, scores.shape[1]), dim=1).indices  # (N, K)
+        top = scores.topk(top_count(pre_nms_limit, scores.shape[1]), dim=1).indices  # (N, K)
 
     batch = torch.arange(num_images, device=scores.device)[:, None]
     top_scores = rpn.to_probability(scores[batch, top])  # (N, K)

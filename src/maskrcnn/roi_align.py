@@ -64,10 +64,14 @@ class PyramidROIAlign:
         pooled = first.new_zeros((rois.shape[0], first.shape[1], self.output_size, self.output_size))
         for offset, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == min_level + offset)[0]
-            if len(index) == 0:
+            if not torch.jit.is_tracing() and len(index) == 0:  # an exported graph keeps every level: counts vary
                 continue
-            pooled[index] = roi_align(
+            level_pooled = roi_align(
                 feature, rois[index], self.output_size, spatial_scale=scale,
                 sampling_ratio=self.sampling_ratio, aligned=self.aligned,
-            ).to(pooled.dtype)
+            ).to(pooled.dtype)  # (Rl, F, S, S)
+            if torch.jit.is_tracing():  # ONNX export writes index_put with the example's Rl frozen in; scatter keeps it dynamic
+                pooled = pooled.scatter(0, index.view(-1, 1, 1, 1).expand_as(level_pooled), level_pooled)
+            else:
+                pooled[index] = level_pooled
         return pooled

@@ -1,0 +1,220 @@
+"""Export to ONNX, and inference through onnxruntime with the same pre- and post-processing as PyTorch.
+
+The ONNX graph holds the network only: backbone, RPN, proposals, ROIAlign, heads and the detection layer,
+for ONE image that `Preprocessor` has already normalised, resized and padded. Pre-processing
+(`Preprocessor`) and post-processing (`to_detections`: boxes back to the original image, masks pasted)
+run in Python around it, the very functions `MaskRCNN.predict` calls, so the two paths cannot drift.
+
+Graph inputs:
+    image           (3, H, W) float32  a preprocessed image (`ImageBatch.tensor[i]`); H and W are dynamic
+    window          (4,) int64         y1 x1 y2 x2: where the resized image lies inside `image`
+    min_confidence  () float32         detections must score above it (the config's detection_min_confidence,
+                                        or predict's score_threshold)
+Graph outputs (D: detections, dynamic, at most detection_max_instances):
+    boxes           (D, 4) float32     x1 y1 x2 y2 in the pixels of `image` (the padded frame)
+    labels          (D,) int64         1..num_classes-1
+    scores          (D,) float32       descending
+    mask_probs      (D, M, M) float32  sigmoid mask of each detection's class, M = mask_shape (28)
+
+The config and class names travel in the file's metadata_props ("maskrcnn.config", "maskrcnn.class_names",
+JSON), so `OnnxPredictor` rebuilds the pre- and post-processing from the .onnx file alone.
+
+Exporter: the TorchScript-based one (`torch.onnx.export(..., dynamo=False)`). The dynamo exporter stops on
+data-dependent sizes (the number of boxes left after thresholding and NMS): torchvision's `batched_nms`
+branches on `boxes.numel() > 4000` and on `boxes.numel() == 0`, and it needs `onnxscript`, which the
+`onnx` extra does not install. Tracing records shapes as graph values (`tensor.shape[i]` is a traced
+tensor), so the graph follows the input's size; the few places where the PyTorch code takes a Python
+decision on a size (per-level top-k counts, skipping an empty pyramid level) check `torch.jit.is_tracing()`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .errors import MissingDependencyError
+from .postprocess import detect, to_detections
+from .model import build_preprocessor
+from .preprocess import to_image_tensor
+from .proposals import propose
+from .structures import Detections
+
+INPUT_NAMES = ("image", "window", "min_confidence")
+OUTPUT_NAMES = ("boxes", "labels", "scores", "mask_probs")
+DEFAULT_OPSET = 17  # RoiAlign's half-pixel mode needs 16; 17 is what current onnxruntime builds all support
+FORMAT_VERSION = "1"
+EXTRA_HINT = 'pip install "maskrcnn[onnx]"'
+
+
+def _require(module: str):
+    """Import onnx or onnxruntime, or say which extra installs them."""
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"ONNX export and onnxruntime inference need the optional packages onnx and onnxruntime "
+            f"({module} cannot be imported: {error}); install them with: {EXTRA_HINT}"
+        ) from error
+
+
+class InferenceGraph(nn.Module):
+    """What the ONNX file computes: the steps of `MaskRCNN._predict` between pre- and post-processing, for one
+    preprocessed image, written so that tracing keeps every size dynamic."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, window: Tensor, min_confidence: Tensor):
+        pyramid, found = self.find(image, window, min_confidence)
+        mask_logits = self.model.mask_head(self.model.mask_roi_align(pyramid[:4], [found.boxes]))  # (D, C, M, M)
+        # mask_head.select_class indexes with arange(len(labels)), which tracing would freeze to the example's D
+        rows = torch.arange(found.labels.shape[0], device=image.device)
+        mask_probs = torch.sigmoid(mask_logits[rows, found.labels])  # (D, M, M)
+        return found.boxes, found.labels, found.scores, mask_probs
+
+    def find(self, image: Tensor, window: Tensor, min_confidence: Tensor):
+        """Everything before the mask head: ([P2..P6], BoxDetections with (D, 4) boxes in the padded frame)."""
+        m = self.model
+        padded_size = image.shape[-2:]  # traced: the graph follows the input's size
+        pyramid = m.backbone(image[None])  # [P2..P6], each (1, F, Hl, Wl)
+        rpn_out = m.rpn(pyramid)
+        sizes = [p.shape[-2:] for p in pyramid]
+        anchors = torch.cat(m.anchor_generator(sizes, padded_size, image.dtype, image.device))  # (L, 4)
+        bounds = window.to(image.dtype)
+        window_tuple = (bounds[0], bounds[1], bounds[2], bounds[3])  # y1 x1 y2 x2 as graph values, not constants
+        proposals = propose(rpn_out, anchors, [window_tuple], image_size=padded_size, **m.inference_proposals)  # [(R, 4)]
+        class_logits, deltas = m.box_head(m.box_roi_align(pyramid[:4], proposals))  # (R, C), (R, C, 4)
+        settings = dict(m.detection_settings, min_confidence=min_confidence)
+        return pyramid, detect(class_logits, deltas, proposals[0], window_tuple, **settings)
+
+
+def _example_input(graph: InferenceGraph) -> tuple[Tensor, Tensor, Tensor]:
+    """A preprocessed landscape image to trace with, and a min_confidence that lets a few detections through.
+
+    At least one candidate must pass the threshold while tracing (torchvision's batched_nms returns early on an
+    empty set, which tracing would freeze into the graph); only a few, so that the mask head is traced cheaply.
+    """
+    c = graph.model.config
+    height = max(c.image_min_dim, 64)
+    width = height * 4 // 3 + 5  # not square, and not a multiple of the size divisor
+    generator = torch.Generator().manual_seed(0)
+    batch = graph.model.preprocessor([torch.rand(3, height, width, generator=generator)])
+    image, window = batch.tensor[0], torch.tensor(batch.windows[0], dtype=torch.int64)
+    _, found = graph.find(image, window, torch.tensor(0.0))
+    kth = float(found.scores[min(3, len(found.scores)) - 1]) if len(found.scores) else 0.0
+    return image, window, torch.tensor(max(kth - 1e-6, 0.0))
+
+
+def to_onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write `model` (a MaskRCNN) to an ONNX file at `path`; see the module docstring for the graph.
+
+    The model is exported in float32 on the CPU (a copy is made when it is elsewhere); its config and class
+    names are stored in the file's metadata. Returns the path.
+    """
+    onnx = _require("onnx")
+    import copy
+    import warnings
+
+    path = Path(path)
+    if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).float().cpu()
+    was_training = model.training
+    model.eval()
+    graph = InferenceGraph(model)
+    try:
+        with torch.no_grad():
+            example = _example_input(graph)
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            # Tracing warns at each Python decision on a traced value; the ones left (the window offset test in
+            # clip_to_window, a box count compared with limits) hold for every input of the same config.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                graph, example, buffer,
+                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                dynamic_axes={
+                    "image": {1: "height", 2: "width"},
+                    "boxes": {0: "detections"}, "labels": {0: "detections"},
+                    "scores": {0: "detections"}, "mask_probs": {0: "detections"},
+                },
+                opset_version=opset, do_constant_folding=True, dynamo=False,
+            )
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    metadata = {
+        "maskrcnn.format": FORMAT_VERSION,
+        "maskrcnn.config": json.dumps(model.config.to_dict()),
+        "maskrcnn.class_names": json.dumps(list(model.class_names)),
+    }
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = "maskrcnn Mask R-CNN: one preprocessed image -> boxes, labels, scores, 28x28 mask probabilities"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    onnx.save(proto, str(partial))
+    os.replace(partial, path)  # a reader never sees half a file
+    return path
+
+
+class OnnxPredictor:
+    """Runs an exported model through onnxruntime: `predict(images) -> list[Detections]`, as `MaskRCNN.predict`.
+
+    threads: onnxruntime's intra-op threads (None: its default, one per core).
+    """
+
+    def __init__(self, path, *, threads: int | None = None, providers: list[str] | None = None):
+        ort = _require("onnxruntime")
+        from .errors import CheckpointError
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: no such ONNX file")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own, unexported exception types for unreadable files
+            raise CheckpointError(f"{self.path}: onnxruntime cannot load this file: {error}") from error
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        missing = [key for key in ("maskrcnn.config", "maskrcnn.class_names") if key not in metadata]
+        if missing:
+            raise CheckpointError(f"{self.path}: not exported by maskrcnn.export.to_onnx (metadata {', '.join(missing)} missing)")
+        self.config = Config.from_dict(json.loads(metadata["maskrcnn.config"]))
+        self.class_names: list[str] = json.loads(metadata["maskrcnn.class_names"])
+        self.preprocessor = build_preprocessor(self.config)
+
+    def predict(self, images, *, score_threshold: float | None = None) -> list[Detections]:
+        """Detections for each image (list, numpy (H, W, 3) uint8 or tensors (3, H, W) in [0, 1])."""
+        if isinstance(images, Tensor) and images.dim() == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("no images given")
+        threshold = self.config.detection_min_confidence if score_threshold is None else score_threshold
+        results = []
+        for index, image in enumerate(images):
+            tensor = to_image_tensor(image, index).to(device="cpu", dtype=torch.float32)
+            batch = self.preprocessor([tensor])  # (1, 3, Hp, Wp)
+            boxes, labels, scores, mask_probs = self.session.run(list(OUTPUT_NAMES), {
+                "image": batch.tensor[0].numpy(),
+                "window": np.asarray(batch.windows[0], dtype=np.int64),
+                "min_confidence": np.asarray(threshold, dtype=np.float32),
+            })
+            results.append(to_detections(
+                torch.from_numpy(boxes), torch.from_numpy(labels), torch.from_numpy(scores), torch.from_numpy(mask_probs),
+                batch.windows[0], batch.padded_size, batch.original_sizes[0],
+                box_convention=self.config.box_convention, mask_threshold=self.config.mask_threshold,
+            ))
+        return results
