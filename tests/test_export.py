@@ -150,8 +150,13 @@ def test_missing_extra_names_it(monkeypatch, tmp_path, module):
 
 @pytest.mark.slow
 def test_full_size_torchvision_preset(tmp_path):
+    """ResNet-50 at 800 px, as torchvision's maskrcnn_resnet50_fpn runs (minutes on a 2-core CPU)."""
     torch.manual_seed(3)
-    model = MaskRCNN(Config.torchvision(num_classes=91)).eval()
+    model = MaskRCNN(Config.torchvision(num_classes=3)).eval()
     predictor = OnnxPredictor(to_onnx(model, tmp_path / "full.onnx"), threads=2)
+    found = 0
     for image in images([(480, 640), (640, 427), (333, 517)], seed=60):
-        assert_same(model.predict([image], score_threshold=0.5)[0], predictor.predict([image], score_threshold=0.5)[0])
+        expected = model.predict([image], score_threshold=0.5)[0]
+        assert_same(expected, predictor.predict([image], score_threshold=0.5)[0])
+        found += len(expected)
+    assert found > 0
