@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import nms
 
 from .boxes import clip_boxes, decode_deltas, keep_min_size
+from .nms import batched_nms
 from .rpn import RPNOutput
 
 
