@@ -17,7 +17,7 @@ from .model import MaskRCNN
 from .saving import save
 from .train import Trainer, evaluate_map
 
-TRAIN_IMAGES = 4000
+TRAIN_IMAGES = 20000  # more than a budget uses: the time budget ends training and the schedule
 VAL_IMAGES = 100
 TRAIN_SECONDS = 220.0
 PICTURES = 12
@@ -47,7 +47,7 @@ def run_demo(out_dir="demo_out", *, seed: int = 0, train_seconds: float | None =
     pictures.mkdir(exist_ok=True)
     images = [val_set.load_image(i) for i in range(PICTURES)]
     for i, (image, found) in enumerate(zip(images, model.predict(images))):
-        save_image(draw_instances(image, found, model.class_names), pictures / f"val_{i:03d}.png")
+        save_image(draw_instances(image, found, model.class_names, score_threshold=0.5), pictures / f"val_{i:03d}.png")
     save(model, out / "model.pt")
     metrics = {
         **scores,
