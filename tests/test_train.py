@@ -84,15 +84,9 @@ def _expected_selection(model, layers: str) -> set:
     }[layers]
 
 
-TRUNK_STAGES_BUG = pytest.mark.xfail(strict=True, reason=(
-    "train.LAYER_CHOICES: the '3+'/'4+'/'5+' patterns end the trunk alternative with '\\.' and then the group "
-    "is followed by '\\.', so a trunk name would need two dots ('layer3..'): no trunk stage is ever selected"))
-
-
 @pytest.mark.parametrize("layers", [
     "heads", "all", r"mask_head\..*", r"(rpn|box_head)\..*",
-    pytest.param("5+", marks=TRUNK_STAGES_BUG), pytest.param("4+", marks=TRUNK_STAGES_BUG),
-    pytest.param("3+", marks=TRUNK_STAGES_BUG),
+    "5+", "4+", "3+",
 ])
 def test_layer_choice_selects_the_expected_parameter_groups(tiny_model, layers):
     model = tiny_model
@@ -142,10 +136,6 @@ def test_heads_only_training_leaves_the_trunk_parameters_unchanged(tmp_path):
             assert not torch.equal(parameter, before[name]), f"{name} did not change"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Trainer.train puts the whole model in train mode, so with train_bn=True (the demo preset) the frozen "
-    "trunk's BatchNorm running_mean/var and num_batches_tracked still move during layers='heads' training; "
-    "BN modules whose parameters are all frozen should be kept in eval mode"))
 def test_heads_only_training_leaves_the_trunk_state_unchanged(tmp_path):
     model, _, before = _heads_step(tmp_path)
     changed = [name for name, value in model.state_dict().items()

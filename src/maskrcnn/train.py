@@ -29,9 +29,9 @@ from .model import MaskRCNN
 HEADS = r"(backbone\.fpn|rpn|box_head|mask_head)\..*"
 LAYER_CHOICES = {
     "heads": HEADS,
-    "3+": r"(backbone\.trunk\.(layer2|layer3|layer4|stage3|stage4|stage5)\.|" + HEADS[1:],
-    "4+": r"(backbone\.trunk\.(layer3|layer4|stage4|stage5)\.|" + HEADS[1:],
-    "5+": r"(backbone\.trunk\.(layer4|stage5)\.|" + HEADS[1:],
+    "3+": r"(backbone\.trunk\.(layer2|layer3|layer4|stage3|stage4|stage5)|" + HEADS[1:],
+    "4+": r"(backbone\.trunk\.(layer3|layer4|stage4|stage5)|" + HEADS[1:],
+    "5+": r"(backbone\.trunk\.(layer4|stage5)|" + HEADS[1:],
     "all": r".*",
 }
 
@@ -55,6 +55,16 @@ def select_trainable(model: torch.nn.Module, layers: str) -> list[str]:
     if not chosen:
         raise ValueError(f"layers={layers!r} matches no parameter")
     return chosen
+
+
+def freeze_unselected_norms(model: torch.nn.Module) -> None:
+    """Put batch norms whose parameters are all frozen in eval mode, so that training only the heads
+    leaves the trunk's running statistics as they were too."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            parameters = list(module.parameters(recurse=False))
+            if parameters and not any(p.requires_grad for p in parameters):
+                module.eval()
 
 
 def learning_rate_at(step: int, total_steps: int, *, base: float, warmup_steps: int, schedule: str, drops=(),
@@ -189,6 +199,7 @@ class Trainer:
         total_steps = epochs * steps_per_epoch
         started = time.perf_counter()
         self.model.train()
+        freeze_unselected_norms(self.model)
         out_of_time = False
         if self.dist.enabled and self.dist.is_main:
             from .distributed import describe
