@@ -36,7 +36,8 @@ def crop_and_resize(features: Tensor, boxes: Tensor, box_index: Tensor, size: in
     y_lerp = (ys - top)[:, None, :, None]  # (R, 1, S, 1)
     x_lerp = (xs - left)[:, None, None, :]  # (R, 1, 1, S)
 
-    table = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])  # (N*Hf*Wf, F)
+    channels = features.shape[1]
+    table = features.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*Hf*Wf, F)
     base = (box_index * (height * width))[:, None, None]  # (R, 1, 1)
 
     def gather(rows: Tensor, cols: Tensor) -> Tensor:
@@ -44,7 +45,8 @@ def crop_and_resize(features: Tensor, boxes: Tensor, box_index: Tensor, size: in
         r = rows.clamp(0, height - 1).to(torch.int64)
         c = cols.clamp(0, width - 1).to(torch.int64)
         flat = base + r[:, :, None] * width + c[:, None, :]  # (R, S, S)
-        return table[flat.reshape(-1)].view(len(boxes), size, size, -1).permute(0, 3, 1, 2)  # -> (R, F, S, S)
+        # shape[0], not len(): tracing keeps it a graph value; F spelled out, as -1 is ambiguous when R is 0
+        return table[flat.reshape(-1)].view(boxes.shape[0], size, size, channels).permute(0, 3, 1, 2)  # -> (R, F, S, S)
 
     top_left, top_right = gather(top, left), gather(top, right)
     bottom_left, bottom_right = gather(bottom, left), gather(bottom, right)
@@ -70,7 +72,11 @@ def assign_levels(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     """(R,) int64 level 2..5 of (R, 4) normalised y1 x1 y2 x2 boxes (matterport's `PyramidROIAlign`)."""
     h = boxes[:, 2] - boxes[:, 0]
     w = boxes[:, 3] - boxes[:, 1]
-    ratio = torch.sqrt(h * w) / (224.0 / math.sqrt(image_size[0] * image_size[1]))
+    if torch.jit.is_tracing():  # the image's size is a graph value; math.sqrt would freeze the example's
+        area = (image_size[0] * image_size[1]).to(torch.float64)
+        ratio = torch.sqrt(h * w) / (224.0 / torch.sqrt(area)).to(h.dtype)
+    else:
+        ratio = torch.sqrt(h * w) / (224.0 / math.sqrt(image_size[0] * image_size[1]))
     level = 4 + torch.round(torch.log(ratio) / math.log(2.0))  # torch.round is half to even, as tf.round
     return level.nan_to_num(nan=2.0).clamp(2, 5).to(torch.int64)  # empty boxes: log(0) = -inf -> level 2
 
@@ -81,13 +87,19 @@ def pyramid_crop_and_resize(features: list[Tensor], boxes: list[Tensor], image_s
     from .normalized_frame import to_normalized
 
     rois = torch.cat(boxes)  # (R, 4)
-    index = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=rois.device) for i, b in enumerate(boxes)])
+    index = torch.cat([torch.full_like(b[:, 0], i, dtype=torch.int64) for i, b in enumerate(boxes)])  # (R,); traced counts stay dynamic
     normalized = to_normalized(rois, image_size)  # (R, 4) y1 x1 y2 x2
     levels = assign_levels(normalized, image_size)
     first = features[0]
-    pooled = first.new_zeros((len(rois), first.shape[1], size, size))
+    pooled = first.new_zeros((rois.shape[0], first.shape[1], size, size))
+    tracing = torch.jit.is_tracing()
     for level, feature in enumerate(features, start=2):
         chosen = torch.where(levels == level)[0]
-        if len(chosen):
-            pooled[chosen] = crop_and_resize(feature, normalized[chosen], index[chosen], size)
+        if not tracing and len(chosen) == 0:  # an exported graph keeps every level: the counts vary by image
+            continue
+        level_pooled = crop_and_resize(feature, normalized[chosen], index[chosen], size)  # (Rl, F, S, S)
+        if tracing:  # ONNX export writes index_put with the example's Rl frozen in; scatter keeps it dynamic
+            pooled = pooled.scatter(0, chosen.view(-1, 1, 1, 1).expand_as(level_pooled), level_pooled)
+        else:
+            pooled[chosen] = level_pooled
     return pooled

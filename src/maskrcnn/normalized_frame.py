@@ -59,16 +59,26 @@ def apply_deltas(deltas: Tensor, boxes: Tensor, std_dev) -> Tensor:
 def window_in_frame(window: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
     """Pixel window (y1, x1, y2, x2), y2 x2 one past the image -> the same window in this convention."""
     y1, x1, y2, x2 = window
+    if torch.jit.is_tracing():  # ONNX export passes the window as graph values; float() would freeze the example's
+        return y1, x1, y2 - 1, x2 - 1
     return float(y1), float(x1), float(y2 - 1), float(x2 - 1)
 
 
 def image_frame(image_size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The whole padded image as a window (y1, x1, y2, x2): matterport clips proposals to [0, 1]."""
+    if torch.jit.is_tracing():  # traced sizes are graph values; float() would freeze the example's padded size
+        return 0.0, 0.0, image_size[0] - 1, image_size[1] - 1
     return 0.0, 0.0, float(image_size[0] - 1), float(image_size[1] - 1)
 
 
 def top_k_stable(scores: Tensor, k: int) -> Tensor:
-    """(N, k) indices of the k largest scores per row, ties to the lower index (as tf.nn.top_k)."""
+    """(N, k) indices of the k largest scores per row, ties to the lower index (as tf.nn.top_k).
+
+    While tracing for ONNX export (which has no stable sort) this is topk: ONNX's TopK puts equal values in
+    index order, as tf.nn.top_k does, while torch.topk on the CPU promises no order among ties.
+    """
+    if torch.jit.is_tracing():
+        return scores.topk(k, dim=1).indices
     return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
