@@ -350,3 +350,34 @@ def test_float32_path_runs_and_mostly_agrees(weights, reference, images):
                     break
         total += len(rois)
     assert found >= total // 2
+
+
+def test_ground_truth_boxes_enter_matterports_frame_for_training():
+    """matterport trains on norm_boxes(extract_bboxes(resized mask)): far corner on the box's last pixel.
+
+    A 64 x 128 image, square mode 128..256: scale 2, resized to 128 x 256, padded to 256 x 256 with 64 rows on
+    top. The mask's rows 10..19, cols 30..49 (box 30 10 50 20 in our pixels) become rows 84..103, cols 60..99;
+    extract_bboxes gives y1 x1 y2 x2 = 84 60 104 100 and norm_boxes (84, 60, 103, 99) / 255.
+    """
+    from maskrcnn.model import MaskRCNN
+
+    config = Config.matterport(num_classes=2, backbone="resnet50", image_min_dim=128, image_max_dim=256,
+                               fpn_channels=16, rpn_conv_channels=16, box_head_channels=16, mask_head_channels=8)
+    model = MaskRCNN(config)
+    batch = model.preprocessor([torch.rand(3, 64, 128)])
+    assert batch.padded_size == (256, 256) and batch.windows[0] == (64, 0, 192, 256)
+    gt = torch.tensor([[30.0, 10.0, 50.0, 20.0]])
+    in_frame = model.to_batch_frame(gt, batch, 0)
+    assert torch.equal(in_frame, torch.tensor([[60.0, 84.0, 99.0, 103.0]]))
+    expected = torch.tensor([[84.0, 60.0, 103.0, 99.0]]) / 255
+    assert torch.allclose(to_normalized(in_frame, batch.padded_size), expected, atol=1e-7, rtol=0)
+    # ROIs go back to pixels (far corner one past the box) to cut the mask targets: the ground truth itself again
+    assert torch.allclose(model.to_image_frame(in_frame, batch, 0), gt, atol=1e-5, rtol=0)
+
+    # The pixel convention (torchvision's) keeps the far corner one past the box
+    pixels = MaskRCNN(Config.demo(image_min_dim=128, image_max_dim=256))
+    batch = pixels.preprocessor([torch.rand(3, 64, 128)])
+    scale_y, scale_x = batch.scales[0]
+    top, left = batch.windows[0][:2]
+    assert torch.allclose(pixels.to_batch_frame(gt, batch, 0),
+                          torch.tensor([[30 * scale_x + left, 10 * scale_y + top, 50 * scale_x + left, 20 * scale_y + top]]))

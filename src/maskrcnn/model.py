@@ -181,18 +181,26 @@ class MaskRCNN(nn.Module):
             masks.append(m.bool())
         return boxes, labels, masks
 
-    @staticmethod
-    def to_batch_frame(boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
-        """(G, 4) boxes in original-image pixels -> padded-batch pixels (resize, then shift into the window)."""
+    def to_batch_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
+        """(G, 4) boxes in original-image pixels -> padded-batch pixels (resize, then shift into the window),
+        in the frame the anchors and proposals use (matterport's: x2, y2 on the box's last pixel)."""
         scale_y, scale_x = batch.scales[index]
         top, left = batch.windows[index][:2]
         factor = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
         shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
-        return boxes * factor + shift
+        boxes = boxes * factor + shift
+        if self.box_convention == "matterport":  # else targets would be 1 px larger than matterport's (normalized_frame.py)
+            from .normalized_frame import pixels_to_frame
 
-    @staticmethod
-    def to_image_frame(boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
-        """(R, 4) boxes in padded-batch pixels -> original-image pixels."""
+            boxes = pixels_to_frame(boxes)
+        return boxes
+
+    def to_image_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
+        """(R, 4) boxes in padded-batch pixels (the model's frame, as `to_batch_frame`) -> original-image pixels."""
+        if self.box_convention == "matterport":  # back to pixels, far corner one past the box, as the masks are cut
+            from .normalized_frame import frame_to_pixels
+
+            boxes = frame_to_pixels(boxes)
         return to_original(boxes, batch.windows[index], batch.original_sizes[index])
 
     # ------------------------------------------------------------------------------------ inference

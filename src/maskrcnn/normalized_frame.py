@@ -37,6 +37,17 @@ def anchors_in_frame(anchors: Tensor, image_size: tuple[int, int]) -> Tensor:
     return anchors - shift
 
 
+def pixels_to_frame(boxes: Tensor) -> Tensor:
+    """(..., 4) x1 y1 x2 y2 pixel boxes, far corner one past the box (ground truth) -> this convention:
+    (x1, y1, x2 - 1, y2 - 1), as matterport's `norm_boxes` treats the boxes it trains on."""
+    return boxes - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+
+
+def frame_to_pixels(boxes: Tensor) -> Tensor:
+    """(..., 4) boxes in this convention -> x1 y1 x2 y2 pixels with the far corner one past the box."""
+    return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+
+
 def apply_deltas(deltas: Tensor, boxes: Tensor, std_dev) -> Tensor:
     """matterport's `apply_box_deltas_graph` in its order of operations (no clamp on dw, dh); takes the
     arguments of `boxes.decode_deltas`.
