@@ -38,6 +38,8 @@ class MaskHead(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, pooled: Tensor) -> Tensor:
+        if pooled.device.type == "cpu":  # oneDNN's convs are ~20% faster on channels-last (issue 6)
+            pooled = pooled.contiguous(memory_format=torch.channels_last)
         x = self.convs(pooled)  # (D, F, S, S) -> (D, channels, S, S)
         x = F.relu(self.upsample(x))  # -> (D, channels, M, M)
         return self.mask_logits(x)  # -> (D, C, M, M)
@@ -59,7 +61,7 @@ def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: 
     """
     if len(rois) == 0:
         return gt_masks.new_zeros((0, mask_size, mask_size), dtype=torch.float32)
-    masks = gt_masks[matched_gt][:, None].to(rois.dtype)  # (P, 1, H, W)
+    masks = gt_masks[:, None].to(rois.dtype)  # (G, 1, H, W): each ROI samples its own truth by index below
     boxes = rois
     if mask_boxes is not None:
         frame = mask_boxes[matched_gt].to(rois.dtype)  # (P, 4) where each mini-mask lies in the image
@@ -68,7 +70,9 @@ def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: 
         boxes = torch.stack(
             ((rois[:, 0] - frame[:, 0]) * scale_x, (rois[:, 1] - frame[:, 1]) * scale_y,
              (rois[:, 2] - frame[:, 0]) * scale_x, (rois[:, 3] - frame[:, 1]) * scale_y), dim=1)
-    index = torch.arange(len(rois), device=rois.device, dtype=rois.dtype)[:, None]
+    # roi_align's batch index picks each ROI's ground truth, so the G masks are not copied once per ROI
+    # (P copies of a full-image float mask: ~0.4 GB per 800x1066 image at 128 positives; issue 6).
+    index = matched_gt.to(rois.dtype)[:, None]  # (P, 1)
     cut = roi_align(masks, torch.cat((index, boxes), dim=1), mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
     return (cut[:, 0] >= 0.5).to(torch.float32)  # (P, M, M)
 

@@ -33,6 +33,15 @@ def build_preprocessor(c: Config) -> Preprocessor:
     )
 
 
+def roi_features(pyramid: list[Tensor]) -> list[Tensor]:
+    """P2..P5 for the ROI heads, in the plain (N, F, H, W) layout that torchvision's roi_align reads.
+
+    The backbone runs channels-last on the CPU, and roi_align would copy a level on each of its calls;
+    copying once here serves both the box and the mask head (issue 6).
+    """
+    return [level.contiguous() for level in pyramid[:4]]
+
+
 class MaskRCNN(nn.Module):
     def __init__(self, config: Config, class_names: list[str] | None = None):
         super().__init__()
@@ -134,11 +143,12 @@ class MaskRCNN(nn.Module):
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
         rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
         sampled = detection_targets(proposals, boxes_in_batch, gt_labels, **self.detection_target_settings)
-        class_logits, deltas = self.box_head(self.box_roi_align(pyramid[:4], sampled.rois))  # (R, C), (R, C, 4)
+        features = roi_features(pyramid)  # [P2..P5]
+        class_logits, deltas = self.box_head(self.box_roi_align(features, sampled.rois))  # (R, C), (R, C, 4)
 
         positive_rois = [rois[:n] for rois, n in zip(sampled.rois, sampled.num_positive)]  # per image (P, 4)
         positive_labels = torch.cat([l[:n] for l, n in zip(sampled.labels.split([len(r) for r in sampled.rois]), sampled.num_positive)])
-        mask_logits = self.mask_head(self.mask_roi_align(pyramid[:4], positive_rois))  # (P, C, M, M)
+        mask_logits = self.mask_head(self.mask_roi_align(features, positive_rois))  # (P, C, M, M)
         goal_masks = torch.cat([
             mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size, mask_boxes)
             for i, (masks, rois, matched, mask_boxes) in enumerate(zip(gt_masks, positive_rois, sampled.matched_gt, self.mini_mask_boxes(gt_boxes)))
@@ -223,7 +233,8 @@ class MaskRCNN(nn.Module):
         rpn_out = self.rpn(pyramid)
         anchors = self.anchors_for(pyramid, batch)  # (L, 4)
         proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.inference_proposals)  # per image (R, 4)
-        class_logits, deltas = self.box_head(self.box_roi_align(pyramid[:4], proposals))  # (R, C), (R, C, 4)
+        features = roi_features(pyramid)  # [P2..P5]
+        class_logits, deltas = self.box_head(self.box_roi_align(features, proposals))  # (R, C), (R, C, 4)
 
         settings = dict(self.detection_settings)
         if score_threshold is not None:
@@ -231,7 +242,7 @@ class MaskRCNN(nn.Module):
         per_image = zip(class_logits.split([len(p) for p in proposals]), deltas.split([len(p) for p in proposals]), proposals, batch.windows)
         found = [detect(logits, d, rois, window, **settings) for logits, d, rois, window in per_image]  # per image (D, 4)
 
-        mask_logits = self.mask_head(self.mask_roi_align(pyramid[:4], [f.boxes for f in found]))  # (D, C, M, M)
+        mask_logits = self.mask_head(self.mask_roi_align(features, [f.boxes for f in found]))  # (D, C, M, M)
         labels = torch.cat([f.labels for f in found])
         mask_probs = torch.sigmoid(select_class(mask_logits, labels)).split([len(f.boxes) for f in found])  # per image (D, M, M)
 

@@ -61,7 +61,8 @@ class PyramidROIAlign:
             max_level=min_level + len(features) - 1,
         )
         first = features[0]
-        pooled = first.new_zeros((rois.shape[0], first.shape[1], self.output_size, self.output_size))
+        # Not zeroed: the levels are clamped to the pyramid's, so every row is written below.
+        pooled = first.new_empty((rois.shape[0], first.shape[1], self.output_size, self.output_size))
         for offset, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == min_level + offset)[0]
             if not torch.jit.is_tracing() and len(index) == 0:  # an exported graph keeps every level: counts vary

@@ -1,0 +1,181 @@
+"""Each CPU fast path of issue 6 against the plain computation it replaces.
+
+Float64 throughout, so that only summation order separates the two (about 1e-15 relative): batch norm
+folded into the convs against conv then batch norm, channels-last against contiguous, the grouped NMS
+against torchvision's batched_nms, pyramid ROIAlign (uninitialised output buffer) against one roi_align per box.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms as torchvision_batched_nms
+from torchvision.ops import roi_align
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from maskrcnn.backbone import FPN, Backbone, ResNetTrunk, conv_bn, is_foldable
+from maskrcnn.mask_head import MaskHead
+from maskrcnn.model import roi_features
+from maskrcnn.nms import batched_nms
+from maskrcnn.roi_align import PyramidROIAlign
+
+
+def randomise_batch_norms(module: nn.Module, generator: torch.Generator) -> None:
+    """Statistics and affine far from the identity, so that a wrong fold shows."""
+    for bn in module.modules():
+        if isinstance(bn, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+            n = bn.running_mean.shape[0]
+            bn.running_mean.copy_(torch.randn(n, generator=generator, dtype=bn.running_mean.dtype) * 0.5)
+            bn.running_var.copy_(torch.rand(n, generator=generator, dtype=bn.running_var.dtype) * 2 + 0.2)
+            bn.weight.data.copy_(torch.rand(n, generator=generator, dtype=bn.weight.dtype) + 0.5)
+            bn.bias.data.copy_(torch.randn(n, generator=generator, dtype=bn.bias.dtype) * 0.2)
+
+
+def plain_trunk(trunk: ResNetTrunk, x: torch.Tensor) -> list[torch.Tensor]:
+    """torchvision's own module calls: conv, then batch norm as a separate layer."""
+    x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+    outputs = []
+    for layer in (trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4):
+        x = layer(x)
+        outputs.append(x)
+    return outputs
+
+
+def trunk_pair(name: str, train_bn: bool):
+    torch.manual_seed(0)
+    trunk = ResNetTrunk(name, train_bn=train_bn, eps=1e-5).double().eval()
+    with torch.no_grad():
+        randomise_batch_norms(trunk, torch.Generator().manual_seed(1))
+    return trunk
+
+
+def assert_close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-10) -> None:
+    scale = expected.abs().max().item()
+    assert scale > 0
+    assert (got - expected).abs().max().item() <= rtol * scale
+
+
+@pytest.mark.parametrize("name, train_bn", [("resnet50", False), ("resnet18", True)])
+def test_folded_batch_norm_trunk_equals_conv_then_batch_norm(name, train_bn):
+    # FrozenBatchNorm2d (torchvision preset) and nn.BatchNorm2d in eval mode (demo preset, predicting).
+    trunk = trunk_pair(name, train_bn)
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        expected = plain_trunk(trunk, x)
+        got = trunk(x)
+    for g, e in zip(got, expected):
+        assert_close(g, e)
+
+
+def test_training_batch_norm_is_not_folded():
+    # nn.BatchNorm2d in training mode normalises by the batch's statistics: conv_bn must not fold it.
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3, padding=1).double(), nn.BatchNorm2d(4).double().train()
+    assert not is_foldable(bn)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    expected = nn.BatchNorm2d(4).double().train()(conv(x))
+    got = conv_bn(conv, bn, x)
+    assert torch.equal(got, expected)
+    assert bn.num_batches_tracked.item() == 1  # the running statistics were updated, as bn(conv(x)) does
+
+
+def test_folded_batch_norm_gives_the_same_gradients():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=True).double()
+    bn = FrozenBatchNorm2d(5).double()
+    randomise_batch_norms(bn, torch.Generator().manual_seed(3))
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, 5, 9, 7, dtype=torch.float64)
+    (conv_bn(conv, bn, x) * weights).sum().backward()
+    got = (conv.weight.grad.clone(), conv.bias.grad.clone(), x.grad.clone())
+    conv.weight.grad = conv.bias.grad = x.grad = None
+    (bn(conv(x)) * weights).sum().backward()
+    for g, e in zip(got, (conv.weight.grad, conv.bias.grad, x.grad)):
+        assert_close(g, e)
+
+
+def test_folded_weights_follow_weight_changes():
+    # Nothing is cached: after an in-place change (an optimiser step, load_state_dict) the fold is new.
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(2, 3, 1).double(), FrozenBatchNorm2d(3).double()
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    before = conv_bn(conv, bn, x)
+    with torch.no_grad():
+        conv.weight.mul_(2)
+        bn.running_var.fill_(4.0)
+    assert_close(conv_bn(conv, bn, x), bn(conv(x)))
+    assert not torch.allclose(before, conv_bn(conv, bn, x))
+
+
+def test_channels_last_backbone_equals_contiguous():
+    trunk = trunk_pair("resnet50", False)
+    backbone = Backbone(trunk, FPN(trunk.out_channels, 32).double()).eval()
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        got = backbone(x)
+        expected = backbone.fpn(plain_trunk(trunk, x.contiguous()))
+    assert got[0].is_contiguous(memory_format=torch.channels_last)  # the fast path really ran
+    assert not expected[0].is_contiguous(memory_format=torch.channels_last)
+    for g, e in zip(got, expected):
+        assert_close(g, e)
+    assert all(level.is_contiguous() for level in roi_features(got))
+    assert all(torch.equal(a, b) for a, b in zip(roi_features(got), got[:4]))
+
+
+def test_channels_last_mask_head_equals_contiguous():
+    torch.manual_seed(0)
+    head = MaskHead(in_channels=16, channels=16, num_classes=5, norm="none", train_bn=False, eps=1e-5).double().eval()
+    pooled = torch.rand(7, 16, 14, 14, dtype=torch.float64)
+    with torch.no_grad():
+        got = head(pooled)
+        expected = head.mask_logits(F.relu(head.upsample(head.convs(pooled))))
+    assert got.shape == (7, 5, 28, 28)
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("count, groups", [(3000, 90), (1500, 5), (600, 7), (0, 1)])
+def test_grouped_nms_equals_torchvision(count, groups):
+    generator = torch.Generator().manual_seed(count)
+    corner = torch.rand(count, 2, generator=generator, dtype=torch.float64) * 300
+    boxes = torch.cat((corner, corner + 5 + torch.rand(count, 2, generator=generator, dtype=torch.float64) * 80), dim=1)
+    scores = (torch.rand(count, generator=generator, dtype=torch.float64) * 20).round() / 20  # many exact ties
+    idxs = torch.randint(0, groups, (count,), generator=generator)
+    expected = torchvision_batched_nms(boxes, scores, idxs, 0.5)
+    got = batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(got, expected)
+    if count > 1000:  # the grouped path (not torchvision's own call) ran, and NMS dropped something
+        assert 0 < len(got) < count
+
+
+def test_pyramid_roi_align_fills_every_row():
+    # The output buffer is not zeroed: every box's row must come from its level's roi_align.
+    generator = torch.Generator().manual_seed(5)
+    features = [torch.rand(2, 3, 64 // 2 ** k, 64 // 2 ** k, generator=generator, dtype=torch.float64) for k in range(4)]
+    sizes = torch.tensor([20.0, 60.0, 130.0, 250.0], dtype=torch.float64)  # levels 2, 3, 4 and 5 (FPN Eq. 1)
+    boxes = [torch.stack((torch.full((4,), 3.0, dtype=torch.float64), torch.full((4,), 5.0, dtype=torch.float64),
+                          3.0 + sizes, 5.0 + sizes * (1 + i)), dim=1) for i in range(2)]
+    pooler = PyramidROIAlign(output_size=7, strides=(4, 8, 16, 32), sampling_ratio=2, canonical_size=224, canonical_level=4)
+    got = pooler(features, boxes)
+    expected = []
+    for image, image_boxes in enumerate(boxes):
+        for box in image_boxes:
+            side = torch.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+            level = int(torch.floor(4 + torch.log2(side / 224) + 1e-6).clamp(2, 5)) - 2
+            row = torch.cat((torch.tensor([float(image)], dtype=torch.float64), box))[None]
+            expected.append(roi_align(features[level], row, 7, spatial_scale=1 / 4 / 2 ** level, sampling_ratio=2))
+    assert torch.equal(got, torch.cat(expected))
+
+
+def test_mask_targets_index_the_truths_instead_of_copying_them():
+    # Reference: the plain way, one full-image mask copied per ROI and pooled with its own row index.
+    from maskrcnn.mask_head import mask_targets
+
+    generator = torch.Generator().manual_seed(6)
+    gt_masks = torch.rand(3, 40, 50, generator=generator) > 0.5  # (G, H, W)
+    corner = torch.rand(9, 2, generator=generator) * 30
+    rois = torch.cat((corner, corner + 3 + torch.rand(9, 2, generator=generator) * 20), dim=1)  # (P, 4)
+    matched = torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])
+    copies = gt_masks[matched][:, None].float()  # (P, 1, H, W)
+    rows = torch.cat((torch.arange(9, dtype=torch.float32)[:, None], rois), dim=1)
+    expected = (roi_align(copies, rows, 28, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0] >= 0.5).float()
+    assert torch.equal(mask_targets(gt_masks, rois, matched, 28), expected)
+    assert 0 < expected.sum() < expected.numel()
