@@ -58,7 +58,7 @@ class BoxHead(nn.Module):
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         x = self.shared(pooled)  # (R, F, S, S) -> (R, hidden)
         logits = self.class_logits(x)  # (R, C)
-        deltas = self.deltas(x).view(x.shape[0], -1, 4)  # (R, C*4) -> (R, C, 4)
+        deltas = self.deltas(x).unflatten(1, (-1, 4))  # (R, C*4) -> (R, C, 4), also for R = 0
         return logits, deltas
 
 
