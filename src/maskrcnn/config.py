@@ -212,6 +212,7 @@ class Config:
             box_head_channels=256,
             mask_head_channels=64,
             mask_head_norm="batch",
+            roi_sampling_ratio=1,  # one bilinear sample per bin: half the ROIAlign cost, same accuracy here
             train_rois_per_image=64,
             roi_positive_ratio=0.5,
             detection_min_confidence=0.3,
