@@ -15,9 +15,10 @@ What it does:
     disturbs much less than the wall clock). torchvision is called as `model([image])` under no_grad;
     ours as `model.predict([image])`; both return boxes, labels, scores and pasted masks;
   - peak memory: each model runs the same image in a fresh subprocess (`--memory-child`) that loads the
-    weights from a temporary file the same way for both; it reports the peak resident set size
-    (resource.getrusage ru_maxrss) and the peak minus the resident size just after loading (the memory
-    of inference itself). tracemalloc does not see torch's allocations;
+    weights from a temporary file the same way for both; it reports its peak resident set size (VmHWM of
+    /proc/self/status; not ru_maxrss, which inherits the parent's size across fork and exec) and the peak
+    minus the resident size just after loading (the memory of inference itself). tracemalloc does not see
+    torch's allocations;
   - parity: the same two models in float64 on the same images must give the same detections as the
     parity test requires (tests/test_interop_torchvision.py): same count, equal labels, boxes within 1e-3
     px, scores within 1e-6, every mask IoU >= 0.99.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -131,7 +131,10 @@ def memory_child(which: str, weights: str, size: tuple[int, int], threads: int) 
     with torch.no_grad():
         for _ in range(2):
             call(image)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # VmHWM, this process's own peak: ru_maxrss would include the parent's size at fork, which Linux
+    # carries over exec into the child's rusage.
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # KiB -> MiB
     print(f"{peak:.0f} {loaded:.0f}")
 
 
