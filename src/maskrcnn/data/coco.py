@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 import warnings
@@ -28,6 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from .jsonfile import read_json_file
 from ..errors import DataError, DataWarning
 from .dataset import Dataset
 from .paths import join_inside
@@ -224,15 +224,7 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: annotation file not found")
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+    data = read_json_file(path, "annotation file")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories', "
                         f"got a {type(data).__name__}")

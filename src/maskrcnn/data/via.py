@@ -15,13 +15,13 @@ Shape letters: N: regions of one image; H, W: the image's height and width.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .jsonfile import read_json_file
 from ..errors import DataError
 from .dataset import Dataset
 from .images import image_size
@@ -119,15 +119,7 @@ class ViaDataset(Dataset):
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _read_entries(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: VIA file not found")
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from error
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+    data = read_json_file(path, "VIA file")
     if isinstance(data, dict) and "_via_img_metadata" in data:  # VIA 2 project file
         data = data["_via_img_metadata"]
     if not isinstance(data, dict):
