@@ -19,7 +19,7 @@ from torchvision.ops import box_iou
 
 from .boxes import encode_deltas
 from .matching import label_anchors, sample_labels
-from .structures import IGNORE, NEGATIVE, POSITIVE
+from .structures import IGNORE, POSITIVE
 
 
 @dataclass
