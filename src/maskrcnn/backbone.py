@@ -150,9 +150,10 @@ class Backbone(nn.Module):
     channels_last = True  # build_backbone turns it off for the matterport layout
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        if images.device.type == "cpu" and self.channels_last:
+        if images.device.type == "cpu" and self.channels_last and not torch.is_grad_enabled():
             # oneDNN's convolutions run about 25% faster on channels-last (NHWC) tensors on the CPU (issue 6);
-            # every conv after this one keeps the layout. Values are the same up to summation order.
+            # every conv after this one keeps the layout. Values are the same up to summation order. Not when
+            # training: there oneDNN's channels-last backward was far slower than the contiguous one.
             images = images.contiguous(memory_format=torch.channels_last)
         return self.fpn(self.trunk(images))
 
