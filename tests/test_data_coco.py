@@ -4,6 +4,7 @@ import json
 import warnings
 
 import numpy as np
+from rle_helpers import uncompressed_rle
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -26,19 +27,6 @@ def _mask_block(x1, y1, x2, y2):
     return mask
 
 
-def _uncompressed_rle(mask):
-    """Run lengths over the column-major pixels, starting with a run of zeros (COCO's layout), by hand."""
-    flat = mask.flatten(order="F")
-    counts, current, run = [], 0, 0
-    for value in flat:
-        if value != current:
-            counts.append(run)
-            current, run = value, 0
-        run += 1
-    counts.append(run)
-    return {"size": [H, W], "counts": counts}
-
-
 def _compressed_rle(mask):
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
@@ -57,7 +45,7 @@ def _data():
             {"id": 11, "image_id": 1, "category_id": 12, "bbox": [20, 2, 10, 6],
              "segmentation": _compressed_rle(_mask_block(20, 2, 30, 8)), "iscrowd": 0},
             {"id": 12, "image_id": 1, "category_id": 7, "bbox": [0, 20, 40, 10],
-             "segmentation": _uncompressed_rle(_mask_block(0, 20, 40, 30)), "iscrowd": 1},
+             "segmentation": uncompressed_rle(_mask_block(0, 20, 40, 30)), "iscrowd": 1},
             {"id": 20, "image_id": 2, "category_id": 7, "bbox": [30, 10, 6, 6],
              "segmentation": [[30, 10, 36, 10, 36, 16, 30, 16]], "iscrowd": 0},
         ],
@@ -113,7 +101,7 @@ def test_polygon_and_both_rles_give_the_same_mask(tmp_path):
     data["annotations"] = [
         {"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 10, 10], "segmentation": [SQUARE]},
         {"id": 2, "image_id": 2, "category_id": 3, "bbox": [5, 5, 10, 10], "segmentation": _compressed_rle(square)},
-        {"id": 3, "image_id": 3, "category_id": 3, "bbox": [5, 5, 10, 10], "segmentation": _uncompressed_rle(square)},
+        {"id": 3, "image_id": 3, "category_id": 3, "bbox": [5, 5, 10, 10], "segmentation": uncompressed_rle(square)},
     ]
     dataset = _load(tmp_path, data)
     decoded = [dataset.load_mask(i)[0][0] for i in range(3)]

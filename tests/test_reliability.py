@@ -12,6 +12,7 @@ import shutil
 import signal
 
 import numpy as np
+from rle_helpers import uncompressed_rle
 import pytest
 import torch
 from PIL import Image
@@ -68,15 +69,7 @@ def crowd_rle(x: int, y: int, side: int, size: int = 64) -> dict:
     """An uncompressed RLE (column-major run lengths, as COCO stores crowd regions) of a square."""
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[y:y + side, x:x + side] = 1
-    flat = mask.flatten(order="F")
-    counts, current, run = [], 0, 0
-    for value in flat:
-        if value != current:
-            counts.append(run)
-            current, run = value, 0
-        run += 1
-    counts.append(run)
-    return {"size": [size, size], "counts": counts}
+    return uncompressed_rle(mask)
 
 
 def annotation(ann_id, image_id, category_id, x, y, side, *, crowd=False):
