@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from maskrcnn.roi_align import PyramidROIAlign, assign_levels, boxes_with_batch_index
+from torchvision.ops import roi_align
+
+from maskrcnn.roi_align import PyramidROIAlign, assign_levels, boxes_with_batch_index, roi_align_cpu
 
 
 def square(side: float, x: float = 0.0, y: float = 0.0) -> list[float]:
@@ -107,3 +109,47 @@ def test_no_boxes_gives_empty_output():
     pyramid = [torch.zeros(1, 8, 5, 5) for _ in range(4)]
     pooled = pooler(7)(pyramid, [torch.zeros(0, 4)])
     assert pooled.shape == (0, 8, 7, 7)
+
+
+def random_rois(generator, count, images, height, width):
+    """(count, 5) rows: image index and boxes in image pixels (stride 4), some reaching past the map, some tiny."""
+    centre = torch.rand(count, 2, generator=generator, dtype=torch.float64) * torch.tensor([width * 4.0, height * 4.0])
+    size = torch.rand(count, 2, generator=generator, dtype=torch.float64) * width * 3 + 0.05
+    boxes = torch.cat((centre - size / 2, centre + size / 2), dim=1)
+    index = torch.randint(0, images, (count, 1), generator=generator).to(torch.float64)
+    return torch.cat((index, boxes), dim=1)
+
+
+@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("output_size", [7, 14])
+def test_roi_align_cpu_equals_torchvision_values_and_gradients(sampling_ratio, aligned, output_size):
+    # The independent reference is torchvision's kernel itself; float64, so only summation order may differ.
+    generator = torch.Generator().manual_seed(sampling_ratio * 10 + output_size + aligned)
+    features = torch.randn(3, 5, 9, 13, generator=generator, dtype=torch.float64, requires_grad=True)
+    rois = random_rois(generator, 60, 3, 9, 13)
+    expected = roi_align(features, rois, output_size, 0.25, sampling_ratio, aligned)
+    got = roi_align_cpu(features, rois, output_size, 0.25, sampling_ratio, aligned)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    upstream = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    expected_grad, = torch.autograd.grad(expected, features, upstream)
+    got_grad, = torch.autograd.grad(got, features, upstream)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-12)
+    assert expected_grad.abs().sum() > 0
+
+
+def test_roi_align_cpu_reads_channels_last_and_handles_no_rois():
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 4, 8, 8, generator=generator)
+    rois = random_rois(generator, 10, 2, 8, 8).float()
+    expected = roi_align(features, rois, 7, 0.25, 2, False)
+    got = roi_align_cpu(features.contiguous(memory_format=torch.channels_last), rois, 7, 0.25, 2, False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert roi_align_cpu(features, rois[:0], 7, 0.25, 2, False).shape == (0, 4, 7, 7)
+
+
+def test_pyramid_uses_torchvision_for_adaptive_sampling_and_export():
+    pooler_adaptive = pooler(7, sampling_ratio=0)
+    feature = torch.zeros(1, 2, 4, 4)
+    assert not pooler_adaptive.uses_cpu_kernel(feature)
+    assert pooler(7, sampling_ratio=2).uses_cpu_kernel(feature)

@@ -6,7 +6,7 @@ import torch
 from maskrcnn.box_head import detection_targets
 from maskrcnn.boxes import decode_deltas
 from maskrcnn.data import minimize_masks
-from maskrcnn.mask_head import mask_targets
+from maskrcnn.mask_head import mask_targets, sample_mask_rois
 from maskrcnn.rpn import rpn_targets
 from maskrcnn.structures import IGNORE, NEGATIVE, POSITIVE
 
@@ -215,3 +215,30 @@ def test_mini_mask_target_matches_the_full_mask_target():
     from_mini = mask_targets(mini, rois, torch.zeros(3, dtype=torch.int64), 28, mask_boxes=box)
     assert bool((from_full[0] == 1).all())
     assert torch.equal(from_mini, from_full)
+
+
+def test_mask_roi_sample_is_all_positives_unless_limited():
+    assert sample_mask_rois(5, 0).tolist() == [0, 1, 2, 3, 4]  # 0: every positive (the seed, torchvision)
+    assert sample_mask_rois(3, 8).tolist() == [0, 1, 2]
+    torch.manual_seed(0)
+    picks = [sample_mask_rois(20, 6).tolist() for _ in range(30)]
+    for pick in picks:
+        assert len(pick) == 6 and len(set(pick)) == 6 and pick == sorted(pick) and 0 <= pick[0] and pick[-1] < 20
+    assert len({tuple(p) for p in picks}) > 1  # random, not the first six (the proposals come before the truths)
+
+
+def test_mask_head_trains_on_at_most_the_limit_per_image():
+    import maskrcnn
+    from maskrcnn.data import ShapesDataset, make_loader
+
+    torch.manual_seed(0)
+    images, targets = next(iter(make_loader(ShapesDataset(2, 64, 64, seed=3), 2, shuffle=False, seed=0)))
+    rows = []
+    for limit in (0, 1):
+        model = maskrcnn.MaskRCNN(maskrcnn.Config.demo(image_min_dim=64, image_max_dim=64, mask_rois_per_image=limit))
+        hook = model.mask_head.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+        losses = model(images, targets)
+        hook.remove()
+        assert torch.isfinite(losses["mrcnn_mask"]) and losses["mrcnn_mask"] > 0
+    # Each image has at least its ground-truth boxes as positives; with limit 1 each image gives exactly one.
+    assert rows[0] >= sum(len(t["boxes"]) for t in targets) and rows[1] == 2

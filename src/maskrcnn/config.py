@@ -82,6 +82,9 @@ class Config:
     mask_head_norm: str = "none"  # "none" or "batch"
     train_rois_per_image: int = 512  # matterport TRAIN_ROIS_PER_IMAGE
     roi_positive_ratio: float = 0.25
+    # At most this many positive ROIs per image (a random subset) train the mask head; 0: all of them, as the
+    # seed and torchvision. The mask head is the most expensive part of a small model's training step.
+    mask_rois_per_image: int = 0
     roi_positive_iou: float = 0.5
     roi_negative_iou: float = 0.5  # ROIs with IoU below this are negatives
     bbox_std_dev: tuple = (0.1, 0.1, 0.2, 0.2)  # box head deltas (dx, dy, dw, dh) are divided by these
@@ -215,7 +218,10 @@ class Config:
             roi_sampling_ratio=1,  # one bilinear sample per bin: half the ROIAlign cost, same accuracy here
             train_rois_per_image=64,
             roi_positive_ratio=0.5,
-            detection_min_confidence=0.3,
+            mask_rois_per_image=4,  # a 25-30% faster step; learning per step as with all (0.908 vs 0.898 at 300 steps)
+            # mAP is taken over every detection above 0.05 (torchvision's and detectron2's test threshold):
+            # measured +0.01 mask mAP@0.5 over 0.3; `maskrcnn demo` draws only those above 0.5.
+            detection_min_confidence=0.05,
             detection_max_instances=20,
             image_resize_mode="none",
             image_min_dim=128,
@@ -298,6 +304,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(name, "must be a positive integer")
+        if self.mask_rois_per_image < 0:
+            fail("mask_rois_per_image", "must be >= 0 (0: every positive ROI trains the mask head)")
         if len(self.backbone_strides) != 5 or any(s <= 0 for s in self.backbone_strides):
             fail("backbone_strides", "must be five positive strides, one per level P2..P6")
         if len(self.anchor_scales) != 5 or any(s <= 0 for s in self.anchor_scales):

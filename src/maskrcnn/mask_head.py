@@ -38,11 +38,19 @@ class MaskHead(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        if pooled.device.type == "cpu" and not torch.is_grad_enabled():  # ~20% faster convs (issue 6; not backward)
+        if pooled.device.type == "cpu":  # 14x14 maps: channels-last convs 2x faster, backward too (issue 6)
             pooled = pooled.contiguous(memory_format=torch.channels_last)
         x = self.convs(pooled)  # (D, F, S, S) -> (D, channels, S, S)
         x = F.relu(self.upsample(x))  # -> (D, channels, M, M)
         return self.mask_logits(x)  # -> (D, C, M, M)
+
+
+def sample_mask_rois(num_positive: int, limit: int, device=None) -> Tensor:
+    """(P,) indices of the positive ROIs that train the mask head: all of them when limit is 0 or not
+    exceeded, else `limit` at random (torch's global generator, so a resumed run draws alike), in order."""
+    if limit == 0 or num_positive <= limit:
+        return torch.arange(num_positive, device=device)
+    return torch.randperm(num_positive, device=device)[:limit].sort().values
 
 
 def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from .anchors import AnchorGenerator
 from .backbone import build_backbone
 from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
 from .config import Config
-from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, select_class
+from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, sample_mask_rois, select_class
 from .postprocess import detect, to_detections, to_original
 from .preprocess import ImageBatch, Preprocessor, to_image_tensor
 from .proposals import propose
@@ -33,13 +33,15 @@ def build_preprocessor(c: Config) -> Preprocessor:
     )
 
 
-def roi_features(pyramid: list[Tensor]) -> list[Tensor]:
-    """P2..P5 for the ROI heads, in the plain (N, F, H, W) layout that torchvision's roi_align reads.
+def roi_features(pyramid: list[Tensor], channels_last: bool) -> list[Tensor]:
+    """P2..P5 for the ROI heads, in the layout their ROIAlign reads: channels-last for roi_align_cpu, plain
+    (N, F, H, W) for torchvision's roi_align.
 
-    The backbone runs channels-last on the CPU, and roi_align would copy a level on each of its calls;
-    copying once here serves both the box and the mask head (issue 6).
+    Either would copy a level in the other layout on each of its calls; copying once here serves both the
+    box and the mask head (issue 6).
     """
-    return [level.contiguous() for level in pyramid[:4]]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return [level.contiguous(memory_format=layout) for level in pyramid[:4]]
 
 
 class MaskRCNN(nn.Module):
@@ -101,6 +103,7 @@ class MaskRCNN(nn.Module):
             negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev,
         )
         self.mask_threshold = c.mask_threshold
+        self.mask_rois_per_image = c.mask_rois_per_image
         self.mask_size = c.mask_shape[0]
         self.loss_weights = dict(c.loss_weights)
 
@@ -143,15 +146,18 @@ class MaskRCNN(nn.Module):
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
         rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
         sampled = detection_targets(proposals, boxes_in_batch, gt_labels, **self.detection_target_settings)
-        features = roi_features(pyramid)  # [P2..P5]
+        features = roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, sampled.rois))  # (R, C), (R, C, 4)
 
-        positive_rois = [rois[:n] for rois, n in zip(sampled.rois, sampled.num_positive)]  # per image (P, 4)
-        positive_labels = torch.cat([l[:n] for l, n in zip(sampled.labels.split([len(r) for r in sampled.rois]), sampled.num_positive)])
+        # The positives come first in each image's ROIs; the mask head trains on all or a random subset of them.
+        mask_picks = [sample_mask_rois(n, self.mask_rois_per_image, r.device) for r, n in zip(sampled.rois, sampled.num_positive)]  # per image (P,)
+        positive_rois = [rois[pick] for rois, pick in zip(sampled.rois, mask_picks)]  # per image (P, 4)
+        positive_labels = torch.cat([l[pick] for l, pick in zip(sampled.labels.split([len(r) for r in sampled.rois]), mask_picks)])
+        positive_matches = [matched[pick] for matched, pick in zip(sampled.matched_gt, mask_picks)]  # per image (P,)
         mask_logits = self.mask_head(self.mask_roi_align(features, positive_rois))  # (P, C, M, M)
         goal_masks = torch.cat([
             mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size, mask_boxes)
-            for i, (masks, rois, matched, mask_boxes) in enumerate(zip(gt_masks, positive_rois, sampled.matched_gt, self.mini_mask_boxes(gt_boxes)))
+            for i, (masks, rois, matched, mask_boxes) in enumerate(zip(gt_masks, positive_rois, positive_matches, self.mini_mask_boxes(gt_boxes)))
         ]).to(mask_logits.device)  # (P, M, M)
 
         losses = {
@@ -233,7 +239,7 @@ class MaskRCNN(nn.Module):
         rpn_out = self.rpn(pyramid)
         anchors = self.anchors_for(pyramid, batch)  # (L, 4)
         proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.inference_proposals)  # per image (R, 4)
-        features = roi_features(pyramid)  # [P2..P5]
+        features = roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, proposals))  # (R, C), (R, C, 4)
 
         settings = dict(self.detection_settings)

@@ -140,10 +140,12 @@ class Trainer:
                 # No weight decay on biases and norm layers: it only fights their scale.
                 (no_decay if parameter.ndim <= 1 else decay).append(parameter)
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        # One fused kernel over all tensors: AdamW's step 4x faster on the CPU than the per-tensor loop (issue 6).
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
         if c.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(groups, lr=c.learning_rate)
+            self.optimizer = torch.optim.AdamW(groups, lr=c.learning_rate, fused=fused)
         else:
-            self.optimizer = torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.learning_momentum)
+            self.optimizer = torch.optim.SGD(groups, lr=c.learning_rate, momentum=c.learning_momentum, fused=fused)
         self.layers = layers
         self.network = self.dist.wrap(self.model)  # after select_trainable: DDP syncs what requires grad then
 
