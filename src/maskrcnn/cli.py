@@ -13,6 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
+PICTURE_SCORE_THRESHOLD = 0.5  # what `maskrcnn predict` draws unless --score-threshold says otherwise (as the demo)
+
 EXAMPLES = {
     "demo": "maskrcnn demo --out demo_out --seed 0",
     "train": "maskrcnn train --data coco:annotations.json:images --config config.yaml --out runs/exp1 --epochs 12\n"
@@ -91,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="image files or folders of images (searched recursively)")
     predict.add_argument("--weights", help=WEIGHTS_HELP)
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--score-threshold", type=float, default=None, help="keep detections scoring at least this, in [0, 1] (default: the model's config)")
+    predict.add_argument("--score-threshold", type=float, default=None, help="keep detections scoring at least this, in [0, 1] (default: the model's config "
+                         "for results.json, and 0.5 for the pictures: a low evaluation threshold such as 0.05 would clutter them)")
     predict.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     predict.add_argument("--onnx", help="the .onnx file for --backend onnxruntime")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -425,7 +428,8 @@ def cmd_predict(args) -> int:
             continue
         found = predictor.predict([image], score_threshold=args.score_threshold)[0]
         picture = _unique_name(path.stem, used_names)
-        save_image(draw_instances(image, found, class_names), out / "images" / f"{picture}.png")
+        shown = args.score_threshold if args.score_threshold is not None else PICTURE_SCORE_THRESHOLD
+        save_image(draw_instances(image, found, class_names, score_threshold=shown), out / "images" / f"{picture}.png")
         images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]), "width": int(image.shape[1]),
                        "picture": f"images/{picture}.png"})
         results += _coco_results(found, image_id)
