@@ -107,12 +107,15 @@ def score(predict, val_set: ShapesDataset, batch_size: int) -> dict:
             "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True)}
 
 
-def run_budget(budget: float, *, seed: int, images_per_second: float, val_set: ShapesDataset) -> list[Result]:
-    """Train and score both models at one budget, torchvision's first."""
+def run_budget(budget: float, *, seed: int, images_per_second: float, val_set: ShapesDataset,
+               models=("torchvision", "ours")) -> list[Result]:
+    """Train and score both models (or those named) at one budget, torchvision's first."""
     side, batch = Config.demo().image_min_dim, Config.demo().images_per_batch
     train_set = ShapesDataset(math.ceil(budget * images_per_second), side, side, seed=seed)
     results = []
     for name, train in (("torchvision", train_theirs), ("ours", train_ours)):
+        if name not in models:
+            continue
         print(f"  {budget:g} s: training {name} ...", flush=True)
         predict, steps, seconds = train(train_set, seed=seed, budget=budget)
         scores = score(predict, val_set, batch)
@@ -132,9 +135,12 @@ def format_table(results: list[Result]) -> str:
     for result in results:
         by_budget.setdefault(result.budget, {})[result.model] = result
     for budget, pair in by_budget.items():
-        tv, ours = pair["torchvision"], pair["ours"]
-        lines.append(f"| {budget:g} s | {tv.mask_map50:.3f} | {ours.mask_map50:.3f} | {tv.box_map50:.3f} | "
-                     f"{ours.box_map50:.3f} | {tv.steps} / {ours.steps} | {tv.images_per_second:.1f} / {ours.images_per_second:.1f} |")
+        cells = []
+        for field in ("mask_map50", "box_map50"):
+            cells += [f"{getattr(pair[m], field):.3f}" if m in pair else "not run" for m in ("torchvision", "ours")]
+        steps = " / ".join(str(pair[m].steps) if m in pair else "-" for m in ("torchvision", "ours"))
+        speed = " / ".join(f"{pair[m].images_per_second:.1f}" if m in pair else "-" for m in ("torchvision", "ours"))
+        lines.append(f"| {budget:g} s | {' | '.join(cells)} | {steps} | {speed} |")
     return "\n".join(lines)
 
 
@@ -147,6 +153,8 @@ def main(argv=None) -> None:
     parser.add_argument("--images-per-second", type=float, default=IMAGES_PER_SECOND,
                         help="training images per second of budget (default: the demo's, %(default).1f)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--models", nargs="+", choices=["torchvision", "ours"], default=["torchvision", "ours"],
+                        help="train only these (default both)")
     args = parser.parse_args(argv)
     budgets = QUICK_BUDGETS if args.quick else tuple(args.budgets)
     if any(b <= 0 for b in budgets) or args.threads < 1 or args.images_per_second <= 0:
@@ -163,7 +171,8 @@ def main(argv=None) -> None:
     print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in sizes.items()), flush=True)
     started = time.perf_counter()
     results = [result for budget in budgets
-               for result in run_budget(budget, seed=args.seed, images_per_second=args.images_per_second, val_set=val_set)]
+               for result in run_budget(budget, seed=args.seed, images_per_second=args.images_per_second, val_set=val_set,
+                                          models=args.models)]
     print()
     print(format_table(results))
     for result in results:
@@ -171,6 +180,7 @@ def main(argv=None) -> None:
             print(f"note: {result.model} at {result.budget:g} s saw every training image "
                   + ("and stopped (one epoch, as `maskrcnn demo`)" if result.model == "ours" else "and started another pass"))
     print(f"\ncommand: python benchmarks/demo_vs_torchvision.py --budgets {' '.join(f'{b:g}' for b in budgets)} "
+          f"--models {' '.join(args.models)} "
           f"--seed {args.seed} --threads {args.threads} --images-per-second {args.images_per_second:g}  "
           f"({time.perf_counter() - started:.0f} s in all, torch {torch.__version__}, torchvision {torchvision.__version__})")
     if args.json:
