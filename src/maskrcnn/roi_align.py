@@ -126,10 +126,11 @@ class PyramidROIAlign:
         )
         first = features[0]
         use_cpu_kernel = self.uses_cpu_kernel(first)
-        # Not zeroed: the levels are clamped to the pyramid's, so every row is written below.
-        pooled = first.new_empty((rois.shape[0], first.shape[1], self.output_size, self.output_size))
-        if use_cpu_kernel:  # written as the kernel stores it: (R, S, S, F) memory, (R, F, S, S) view
-            pooled = pooled.contiguous(memory_format=torch.channels_last)
+        # Not zeroed: the levels are clamped to the pyramid's, so every row is written below. Laid out as the
+        # kernel writes: roi_align_cpu's (R, S, S, F) memory is a channels-last (R, F, S, S) tensor.
+        layout = torch.channels_last if use_cpu_kernel else torch.contiguous_format
+        pooled = torch.empty((rois.shape[0], first.shape[1], self.output_size, self.output_size),
+                             dtype=first.dtype, device=first.device, memory_format=layout)
         for offset, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == min_level + offset)[0]
             if not torch.jit.is_tracing() and len(index) == 0:  # an exported graph keeps every level: counts vary
