@@ -146,7 +146,7 @@ class MaskRCNN(nn.Module):
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
         rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
         sampled = detection_targets(proposals, boxes_in_batch, gt_labels, **self.detection_target_settings)
-        features = roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))  # [P2..P5]
+        features = self.roi_features(pyramid)  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, sampled.rois))  # (R, C), (R, C, 4)
 
         # The positives come first in each image's ROIs; the mask head trains on all or a random subset of them.
@@ -168,6 +168,10 @@ class MaskRCNN(nn.Module):
             "mrcnn_mask": mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
         }
         return {name: value * self.loss_weights[name] for name, value in losses.items()}
+
+    def roi_features(self, pyramid: list[Tensor]) -> list[Tensor]:
+        """P2..P5 in the layout the ROIAligns read (both poolers share their settings, so one decides)."""
+        return roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))
 
     def mini_mask_boxes(self, gt_boxes: list[Tensor]) -> list[Tensor | None]:
         """Where each target's masks lie in the image: None for full-image masks."""
@@ -239,7 +243,7 @@ class MaskRCNN(nn.Module):
         rpn_out = self.rpn(pyramid)
         anchors = self.anchors_for(pyramid, batch)  # (L, 4)
         proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.inference_proposals)  # per image (R, 4)
-        features = roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))  # [P2..P5]
+        features = self.roi_features(pyramid)  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, proposals))  # (R, C), (R, C, 4)
 
         settings = dict(self.detection_settings)
