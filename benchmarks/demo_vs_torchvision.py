@@ -39,6 +39,7 @@ import torchvision
 from _tv_recipe import build_torchvision_maskrcnn, predict_torchvision, train_torchvision
 
 from maskrcnn import Config, MaskRCNN, demo
+from maskrcnn.cpu import flush_denormals
 from maskrcnn.data import HorizontalFlip, ShapesDataset, make_loader
 from maskrcnn.evaluation import ground_truth_detections, voc_map
 from maskrcnn.train import Trainer
@@ -160,6 +161,7 @@ def main(argv=None) -> None:
     if any(b <= 0 for b in budgets) or args.threads < 1 or args.images_per_second <= 0:
         parser.error("budgets and --images-per-second must be positive, --threads at least 1")
 
+    flush_denormals()  # before any parallel op, for both models alike, as `maskrcnn demo` does (maskrcnn.cpu)
     torch.set_num_threads(args.threads)
     side = Config.demo().image_min_dim
     val_set = ShapesDataset(demo.VAL_IMAGES, side, side, seed=args.seed + VAL_SEED_OFFSET)

@@ -36,6 +36,7 @@ import time
 import torch
 import torchvision
 
+from maskrcnn.cpu import flush_denormals, has_avx512
 from maskrcnn.interop import from_torchvision
 
 DEFAULT_SIZES = ("800x1066", "480x640")
@@ -159,7 +160,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-child", choices=("torchvision", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormal floats to zero")
     args = parser.parse_args()
+    flushed = False if args.keep_denormals else flush_denormals()  # first: every thread started later inherits it
     sizes = [parse_size(s) for s in args.sizes]
     if args.memory_child:
         memory_child(args.memory_child, args.weights, sizes[0], args.threads)
@@ -170,7 +173,8 @@ def main() -> None:
     ours = from_torchvision(reference).eval()
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, "
-          f"{os.cpu_count()} CPUs, load average at start {load:.1f}")
+          f"{os.cpu_count()} CPUs, denormals flushed to zero (both models): {'yes' if flushed else 'no'}, "
+          f"{'AVX-512' if has_avx512() else 'no AVX-512'}, load average at start {load:.1f}")
     print(f"{'size':>9} {'model':>11} {'dets':>4} {'median s':>9} {'median CPU s':>12} {'peak RSS MiB':>12} {'inference MiB':>13}")
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "weights.pt")

@@ -15,6 +15,11 @@ What it does:
     `zero_grad(set_to_none=True)`; one warm-up step each, then `--rounds` rounds of torchvision, ours,
     torchvision, ... each step timed by wall clock and process CPU time (time.process_time: all threads of
     this process; much less disturbed than the wall clock on a busy shared machine);
+  - denormal floats are flushed to zero for the whole process, so for both models alike, before any
+    parallel op (`maskrcnn.cpu.flush_denormals`, as the `maskrcnn` command does). Without it
+    (`--keep-denormals`), on an Intel Xeon both models' steps slowed from about 20 s to 90-220 s from the
+    third step on, as denormals appeared in the random-weight network: the timings then measure the
+    floating-point unit's slow path, not the model;
   - demo line: `Config.demo()` (ResNet-18, 128x128 ShapesDataset images, batch 8), the same step with the
     demo's optimiser (AdamW at the time of writing), over pre-rendered batches (drawing the shapes is not
     timed): steps/s and images/s.
@@ -33,6 +38,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn import Config, MaskRCNN
+from maskrcnn.cpu import flush_denormals, has_avx512
 from maskrcnn.data import ShapesDataset
 from maskrcnn.interop import from_torchvision
 from maskrcnn.train import select_trainable
@@ -141,10 +147,13 @@ def main() -> None:
     parser.add_argument("--demo-steps", type=int, default=20)
     parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--no-compare", action="store_true")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormal floats to zero (see the docstring)")
     args = parser.parse_args()
+    flushed = False if args.keep_denormals else flush_denormals()  # first: every thread started later inherits it
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, "
-          f"load average at start {os.getloadavg()[0]:.1f}")
+          f"denormals flushed to zero in every thread (both models): {'yes' if flushed else 'no'}, "
+          f"{'AVX-512' if has_avx512() else 'no AVX-512'}, load average at start {os.getloadavg()[0]:.1f}")
     if not args.no_compare:
         compare(args.rounds)
     if not args.no_demo:

@@ -16,6 +16,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .cpu import has_avx512
+
 # Output channels of C2..C5 for each trunk.
 TRUNK_CHANNELS = {
     "resnet18": (64, 128, 256, 512),
@@ -150,12 +152,29 @@ class Backbone(nn.Module):
     channels_last = True  # build_backbone turns it off for the matterport layout
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        if images.device.type == "cpu" and self.channels_last and not torch.is_grad_enabled():
-            # oneDNN's convolutions run about 25% faster on channels-last (NHWC) tensors on the CPU (issue 6);
-            # every conv after this one keeps the layout. Values are the same up to summation order. Not when
-            # training: there oneDNN's channels-last backward was far slower than the contiguous one.
+        if images.device.type == "cpu" and self.channels_last and channels_last_pays(images, torch.is_grad_enabled()):
+            # Every conv after this one keeps the layout; values are the same up to summation order.
             images = images.contiguous(memory_format=torch.channels_last)
         return self.fpn(self.trunk(images))
+
+
+# Training on the CPU (issue 6), channels-last / contiguous step time, ResNet-50 Mask R-CNN, batch of 2:
+# 0.69 at 800x1066 and 0.88 at 512x512 on AVX-512 (Intel Xeon); ResNet-18 at the demo's 128x128: 1.05.
+# With AVX2 kernels oneDNN's channels-last 3x3 convs forward + backward are 1.2-1.6x slower (1x1: 0.6-0.9x),
+# and session 2 measured the whole step slower on an AVX2 AMD EPYC. Below this size, or without AVX-512,
+# training keeps the contiguous layout.
+CHANNELS_LAST_TRAINING_MIN_PIXELS = 512 * 512
+
+
+def channels_last_pays(images: Tensor, grad_enabled: bool) -> bool:
+    """Whether the CPU convolutions over these (N, 3, H, W) images run faster in channels-last (NHWC).
+
+    Without autograd always: oneDNN's forward convs are about 25% faster on NHWC. With autograd only on
+    AVX-512 and images of at least CHANNELS_LAST_TRAINING_MIN_PIXELS (measurements above).
+    """
+    if not grad_enabled:
+        return True
+    return has_avx512() and images.shape[-2] * images.shape[-1] >= CHANNELS_LAST_TRAINING_MIN_PIXELS
 
 
 def build_backbone(*, name: str, layout: str, fpn_channels: int, fpn_norm: str, train_bn: bool, eps: float) -> Backbone:

@@ -1,0 +1,46 @@
+"""Process-wide CPU settings: flushing denormal floats to zero, and which kernels this CPU runs.
+
+Denormal ("subnormal") floats, below 1.2e-38 in float32, take a slow path in the CPU's floating-point unit.
+Training a network from random weights produces them: measured on an Intel Xeon (AVX-512), a ResNet-50
+Mask R-CNN step at 800x1066 went from 20 s to 139 s and then 218 s by the fourth step, torchvision's model
+alike, and one 3x3 convolution over denormal inputs ran 150x slower than over normal ones (issue 6).
+TensorFlow, which the seed's implementation runs on, flushes them to zero in its threads by default;
+PyTorch does not. Flushing changes only values that small: every result above them is bit for bit the same.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+# Above torch's grain size (32768 elements), so that an elementwise op is split among all intra-op threads.
+_PROBE_ELEMENTS = 1 << 20
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero (x86 FTZ and DAZ); return whether every intra-op thread now does.
+
+    The setting belongs to each thread. Threads started later inherit it from the thread that starts them,
+    so call this at the start of the process, before the first torch operation that runs in parallel (the
+    `maskrcnn` command does, and so do the benchmarks); threads that already exist keep what they had, and
+    False is returned. Also False on CPUs without the setting.
+    """
+    if not torch.set_flush_denormal(True):
+        return False
+    return all_threads_flush_denormals()
+
+
+def all_threads_flush_denormals() -> bool:
+    """Whether an elementwise op split among all intra-op threads turns denormal inputs into zeros.
+
+    The probe is made and read through its bits (int32 1 is float32's smallest denormal, 1.4e-45): a float
+    fill or comparison would itself flush or read denormals as zero in a thread that has the setting.
+    """
+    probe = torch.ones(_PROBE_ELEMENTS, dtype=torch.int32).view(torch.float32)
+    return not bool((probe * 1.0).view(torch.int32).any())
+
+
+@functools.cache
+def has_avx512() -> bool:
+    """Whether torch's CPU kernels (and so oneDNN's) run with AVX-512 here."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
