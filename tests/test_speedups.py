@@ -12,7 +12,9 @@ from torchvision.ops import batched_nms as torchvision_batched_nms
 from torchvision.ops import roi_align
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from maskrcnn.backbone import FPN, Backbone, ResNetTrunk, conv_bn, is_foldable
+from maskrcnn import backbone as backbone_module
+from maskrcnn.backbone import CHANNELS_LAST_TRAINING_MIN_PIXELS, FPN, Backbone, ResNetTrunk, channels_last_pays, conv_bn, is_foldable
+from maskrcnn.cpu import has_avx512
 from maskrcnn.mask_head import MaskHead
 from maskrcnn.model import roi_features
 from maskrcnn.nms import batched_nms
@@ -121,6 +123,33 @@ def test_channels_last_backbone_equals_contiguous():
         layout = torch.channels_last if channels_last else torch.contiguous_format
         assert all(level.is_contiguous(memory_format=layout) for level in roi_features(got, channels_last))
         assert all(torch.equal(a, b) for a, b in zip(roi_features(got, channels_last), got[:4]))
+
+
+def test_channels_last_rule_for_training():
+    small = torch.zeros(2, 3, 128, 128)
+    large = torch.zeros(1, 3, 512, 512)
+    assert channels_last_pays(small, grad_enabled=False) and channels_last_pays(large, grad_enabled=False)
+    assert not channels_last_pays(small, grad_enabled=True)  # the demo's size: contiguous measured faster
+    assert 512 * 512 >= CHANNELS_LAST_TRAINING_MIN_PIXELS > 128 * 128
+    assert channels_last_pays(large, grad_enabled=True) == has_avx512()
+
+
+def test_channels_last_training_gives_the_same_gradients(monkeypatch):
+    """The backward of a channels-last trunk + FPN equals the contiguous one (float64, summation order only)."""
+    trunk = trunk_pair("resnet18", True)
+    backbone = Backbone(trunk, FPN(trunk.out_channels, 16).double()).eval()  # eval: the same statistics both ways
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    results = {}
+    for channels_last in (False, True):
+        monkeypatch.setattr(backbone_module, "channels_last_pays", lambda images, grad_enabled, c=channels_last: c)
+        backbone.zero_grad(set_to_none=True)
+        pyramid = backbone(x)
+        assert pyramid[0].is_contiguous(memory_format=torch.channels_last) == channels_last  # that layout really ran
+        sum((level * (i + 1)).square().mean() for i, level in enumerate(pyramid)).backward()
+        results[channels_last] = [p.grad.clone() for p in backbone.parameters()]
+    assert len(results[True]) == len(list(backbone.parameters()))
+    for got, expected in zip(results[True], results[False]):
+        assert_close(got, expected, rtol=1e-9)
 
 
 def test_channels_last_mask_head_equals_contiguous():
