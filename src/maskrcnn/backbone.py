@@ -159,7 +159,7 @@ class Backbone(nn.Module):
 
 
 # Training on the CPU (issue 6), channels-last / contiguous step time, ResNet-50 Mask R-CNN, batch of 2:
-# 0.69 at 800x1066 and 0.88 at 512x512 on AVX-512 (Intel Xeon); ResNet-18 at the demo's 128x128: 1.05.
+# 0.76 at 800x1066 and 0.88 at 512x512 on AVX-512 (Intel Xeon); ResNet-18 at the demo's 128x128: 1.05.
 # With AVX2 kernels oneDNN's channels-last 3x3 convs forward + backward are 1.2-1.6x slower (1x1: 0.6-0.9x),
 # and session 2 measured the whole step slower on an AVX2 AMD EPYC. Below this size, or without AVX-512,
 # training keeps the contiguous layout.

@@ -42,5 +42,5 @@ def all_threads_flush_denormals() -> bool:
 
 @functools.cache
 def has_avx512() -> bool:
-    """Whether torch's CPU kernels (and so oneDNN's) run with AVX-512 here."""
+    """Whether torch's CPU kernels run with AVX-512 here (oneDNN reads the same from the CPU itself)."""
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
