@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     # Distributed training: run under torchrun (README "Training on several GPUs or machines"); distributed.py.
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm), for configs that train batch norm")
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
-    train.add_argument("--amp", action="store_true", help="CUDA mixed precision (float16 autocast + gradient scaling); off by default, refused on the CPU")
+    train.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + gradient scaling on CUDA, bfloat16 autocast on a CPU with AMX; off by default, refused on other CPUs")
 
     evaluate = command(
         "evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.",

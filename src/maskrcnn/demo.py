@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .cpu import has_amx
 from .data import HorizontalFlip, ShapesDataset
 from .model import MaskRCNN
 from .saving import save
@@ -37,7 +38,12 @@ def run_demo(out_dir="demo_out", *, seed: int = 0, train_seconds: float | None =
     model = MaskRCNN(config, class_names=train_set.class_names)
     print(f"maskrcnn demo: training a {config.backbone} Mask R-CNN from scratch on synthetic shapes "
           f"(squares, circles, triangles) for {train_seconds or TRAIN_SECONDS:.0f} s on the CPU")
-    trainer = Trainer(model, train_set, out_dir=out, seed=seed, transform=HorizontalFlip(0.5), progress=progress, keep_checkpoints=1)
+    # bfloat16 autocast where the CPU has AMX: a 0.71x step there, so more steps in the same time (cpu.has_amx).
+    amp = has_amx()
+    if amp:
+        print("maskrcnn demo: this CPU has AMX: training in bfloat16 autocast (weights and losses stay float32)")
+    trainer = Trainer(model, train_set, out_dir=out, seed=seed, transform=HorizontalFlip(0.5), progress=progress,
+                      keep_checkpoints=1, amp=amp)
     train_started = time.perf_counter()
     state = trainer.train(epochs=1, layers="all", time_budget=train_seconds or TRAIN_SECONDS)
     train_seconds_used = time.perf_counter() - train_started

@@ -127,9 +127,10 @@ class MaskRCNN(nn.Module):
         return [to_image_tensor(image, i).to(device=self.device, dtype=self.dtype) for i, image in enumerate(images)]
 
     def anchors_for(self, pyramid: list[Tensor], batch: ImageBatch) -> Tensor:
-        """(L, 4) anchors over all levels for this batch's padded size."""
+        """(L, 4) anchors over all levels for this batch's padded size, in the model's dtype (under bfloat16
+        autocast the pyramid is bfloat16, while anchors, targets and proposals stay in float32)."""
         sizes = [tuple(p.shape[-2:]) for p in pyramid]
-        return torch.cat(self.anchor_generator(sizes, batch.padded_size, pyramid[0].dtype, pyramid[0].device))
+        return torch.cat(self.anchor_generator(sizes, batch.padded_size, self.dtype, pyramid[0].device))
 
     # ------------------------------------------------------------------------------------ training
     def forward(self, images, targets: list[dict]) -> dict[str, Tensor]:

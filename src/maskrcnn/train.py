@@ -98,16 +98,21 @@ class Trainer:
                  num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3,
                  distributed=None, amp: bool = False):
         """distributed: a distributed.Distributed from distributed.setup() (None: one process); the model
-        must already be on its device (distributed.prepare_model). amp: CUDA mixed precision (float16
-        autocast with a gradient scaler), off by default."""
+        must already be on its device (distributed.prepare_model). amp: mixed precision, off by default:
+        on CUDA float16 autocast with a gradient scaler; on a CPU with AMX (cpu.has_amx) bfloat16 autocast,
+        which needs no scaler (float32's exponent range). Weights, optimiser and losses stay float32."""
+        from .cpu import has_amx
         from .data import make_loader
         from .distributed import single_process
 
         self.dist = distributed if distributed is not None else single_process()
-        if amp and self.dist.device.type != "cuda" and model.device.type != "cuda":
-            raise ValueError("amp=True (--amp) is mixed precision for CUDA; this model runs on the CPU, where it stays float32")
+        on_cuda = self.dist.device.type == "cuda" or model.device.type == "cuda"
+        if amp and not on_cuda and not has_amx():
+            raise ValueError("amp=True (--amp) is mixed precision for CUDA, or for CPUs with AMX (bfloat16); this CPU has "
+                             "no AMX, where bfloat16 would be slower: training stays float32")
         self.amp = amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.amp_dtype = torch.float16 if on_cuda else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and on_cuda)
         self.model = model
         self.network = model  # what the training step calls: the model, or its DistributedDataParallel wrapper
         self.config: Config = model.config
@@ -240,7 +245,7 @@ class Trainer:
             group["lr"] = lr
         # Distributed: a failure on any rank stops every rank here, before backward exchanges gradients.
         with self.dist.agree(f"step {self.state.step + 1}"):
-            with torch.autocast(self.model.device.type, dtype=torch.float16, enabled=self.amp):
+            with torch.autocast(self.model.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 losses = self.network(images, targets)
             values = {name: float(value.detach()) for name, value in losses.items()}
             if not all(math.isfinite(v) for v in values.values()):
