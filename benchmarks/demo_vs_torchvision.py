@@ -14,8 +14,9 @@ What it measures, for each budget:
       resized. Trained with its own step (loss dict, sum, backward) and the recipe of torchvision's detection
       references: SGD lr 0.02, momentum 0.9, weight decay 1e-4 on every parameter, no gradient clipping,
       linear warm-up (the demo's 50 steps), batch 8, horizontal flips, cosine decay over the budget.
-  (b) ours: `Config.demo()` trained by `Trainer(...).train(epochs=1, layers="all", time_budget=budget)`
-      with the settings of `maskrcnn.demo.run_demo` (replicated in `train_ours`: keep them in sync).
+  (b) ours: `Config.demo()` trained by `demo.demo_trainer(...).train(epochs=1, layers="all", time_budget=budget)`,
+      as `maskrcnn.demo.run_demo` does: with bfloat16 autocast on a CPU with AMX (torchvision's side stays
+      float32, its references' default on a CPU).
 Both start from the same seed and read the same batches: the same ShapesDataset images (128x128, 1-4
 shapes) in the same order with the same flips, from the same loader. Only training is timed, from the
 start of the training loop to the end of the last optimiser step (model building is outside the timer for
@@ -42,7 +43,6 @@ from maskrcnn import Config, MaskRCNN, demo
 from maskrcnn.cpu import flush_denormals
 from maskrcnn.data import HorizontalFlip, ShapesDataset, make_loader
 from maskrcnn.evaluation import ground_truth_detections, voc_map
-from maskrcnn.train import Trainer
 
 DEFAULT_BUDGETS = (120.0, 180.0, 300.0)
 QUICK_BUDGETS = (10.0,)
@@ -55,7 +55,7 @@ VAL_SEED_OFFSET = 1_000_003
 # as the demo does, and torchvision's loop starts another pass; the output notes either.
 # --images-per-second changes it.
 IMAGES_PER_SECOND = demo.TRAIN_IMAGES / demo.TRAIN_SECONDS
-FLIP_PROBABILITY = 0.5  # run_demo's HorizontalFlip(0.5)
+FLIP_PROBABILITY = demo.FLIP_PROBABILITY  # run_demo's flips, for torchvision's loader too
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Result:
 
 
 def train_ours(train_set: ShapesDataset, *, seed: int, budget: float):
-    """`maskrcnn demo`'s training (run_demo: Config.demo(), HorizontalFlip(0.5), layers "all", one epoch).
+    """`maskrcnn demo`'s training (run_demo: Config.demo(), demo.demo_trainer, layers "all", one epoch).
 
     Returns (predict: list of images -> list[Detections], steps, seconds from the start of the training loop
     to the end of the last step).
@@ -79,8 +79,7 @@ def train_ours(train_set: ShapesDataset, *, seed: int, budget: float):
     torch.manual_seed(seed)
     model = MaskRCNN(Config.demo(), class_names=train_set.class_names)
     with tempfile.TemporaryDirectory() as out_dir:  # the Trainer's checkpoint and log are not needed
-        trainer = Trainer(model, train_set, out_dir=out_dir, seed=seed, transform=HorizontalFlip(FLIP_PROBABILITY),
-                          progress=False, keep_checkpoints=1)
+        trainer = demo.demo_trainer(model, train_set, out_dir, seed=seed, progress=False)
         state = trainer.train(epochs=1, layers="all", time_budget=budget)
     # The step log's clock, so that the end-of-epoch checkpoint and loss plot are not counted.
     return model.predict, state.step, state.history[-1]["seconds"]

@@ -17,6 +17,7 @@ images per process against 2B at once, and torch's SyncBatchNorm, which fixes th
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -231,9 +232,31 @@ def test_describe_states_global_batch_and_scaling_rule():
     assert "4 processes" in text and "global batch of 8" in text and "learning_rate=0.04" in text
 
 
-def test_mixed_precision_is_refused_on_the_cpu(tmp_path):
-    with pytest.raises(ValueError, match="mixed precision for CUDA"):
+def test_mixed_precision_is_refused_on_a_cpu_without_amx(tmp_path, monkeypatch):
+    from maskrcnn import cpu
+
+    monkeypatch.setattr(cpu, "has_amx", lambda: False)
+    with pytest.raises(ValueError, match="mixed precision for CUDA, or for CPUs with AMX"):
         Trainer(_model(2), _train_set(), out_dir=tmp_path, progress=False, amp=True)
+
+
+def test_mixed_precision_on_a_cpu_with_amx_trains_in_bfloat16(tmp_path, monkeypatch):
+    """bfloat16 autocast runs the convolutions (emulated where the CPU has no AMX: slow, but the same
+    arithmetic); weights, optimiser state and losses stay float32, and no gradient scaler is used."""
+    from maskrcnn import cpu
+
+    monkeypatch.setattr(cpu, "has_amx", lambda: True)
+    model = _model(2)
+    trainer = Trainer(model, _train_set(), out_dir=tmp_path, progress=False, amp=True)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    seen = []
+    model.mask_head.mask_logits.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    before = model.mask_head.mask_logits.weight.detach().clone()
+    state = trainer.train(epochs=1)
+    assert state.step == 4 and seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(math.isfinite(r["loss"]) for r in state.history if "loss" in r)
+    assert not torch.equal(before, model.mask_head.mask_logits.weight)  # the steps did change the weights
 
 
 def test_sync_batch_norm_is_refused_on_the_cpu():
