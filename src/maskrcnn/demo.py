@@ -22,9 +22,7 @@ TRAIN_IMAGES = 20000  # more than a budget uses: the time budget ends training a
 VAL_IMAGES = 100
 TRAIN_SECONDS = 270.0  # with data, evaluation and pictures: under 5 minutes in all
 PICTURES = 12
-
-
-FLIP_PROBABILITY = 0.5
+FLIP_PROBABILITY = 0.5  # horizontal flips of the training images
 
 
 def demo_trainer(model: MaskRCNN, train_set, out_dir, *, seed: int, progress: bool) -> Trainer:
