@@ -152,6 +152,20 @@ def test_channels_last_training_gives_the_same_gradients(monkeypatch):
         assert_close(got, expected, rtol=1e-9)
 
 
+def test_traced_backbone_keeps_the_contiguous_layout(monkeypatch):
+    """ONNX export traces the model, and the full-size export parity (tests/test_export.py, slow) broke when the
+    traced backbone ran channels-last: while tracing, the layout stays contiguous."""
+    monkeypatch.setattr(backbone_module, "channels_last_pays", lambda images, grad_enabled: True)
+    torch.manual_seed(0)
+    trunk = ResNetTrunk("resnet18", train_bn=False, eps=1e-5).eval()
+    backbone = Backbone(trunk, FPN(trunk.out_channels, 8)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    assert backbone(x)[0].is_contiguous(memory_format=torch.channels_last)  # not tracing: the fast layout
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    pyramid = backbone(x)
+    assert pyramid[0].is_contiguous() and not pyramid[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_channels_last_mask_head_equals_contiguous():
     torch.manual_seed(0)
     head = MaskHead(in_channels=16, channels=16, num_classes=5, norm="none", train_bn=False, eps=1e-5).double().eval()
