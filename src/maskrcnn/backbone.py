@@ -152,7 +152,8 @@ class Backbone(nn.Module):
     channels_last = True  # build_backbone turns it off for the matterport layout
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        tracing = torch.jit.is_tracing()  # ONNX export: a traced layout change would be exported as a transpose
+        # Tracing for ONNX export stays contiguous: traced channels-last broke the full-size export parity (tests/test_export.py).
+        tracing = torch.jit.is_tracing()
         if images.device.type == "cpu" and self.channels_last and not tracing and channels_last_pays(images, torch.is_grad_enabled()):
             # Every conv after this one keeps the layout; values are the same up to summation order.
             images = images.contiguous(memory_format=torch.channels_last)
