@@ -3,8 +3,8 @@
 Training writes one checkpoint per epoch. A crash (SIGKILL, power loss, a full disk) at any moment must
 leave every file that was already complete intact, so:
 
-* every file is written to a temporary name in the same folder, fsynced, and only then renamed onto its
-  target with ``os.replace`` (atomic on POSIX and Windows), so a reader sees the old file or the new one,
+* every file is written through ``files.atomic_write``: to a temporary name in the same folder, fsynced,
+  and only then renamed onto its target with ``os.replace``, so a reader sees the old file or the new one,
   never half of one;
 * ``last.json`` names the newest checkpoint and is rewritten (atomically too) only after that checkpoint is
   complete, so it never names a missing or partial file;
@@ -19,16 +19,16 @@ import os
 import pickle
 import random
 import re
-import secrets
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from maskrcnn.errors import CheckpointError
+from .errors import CheckpointError
+from .files import atomic_write
 
 __all__ = [
     "atomic_save",
@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 POINTER_NAME = "last.json"
-_CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
+# epoch_0003.pt: 3 epochs complete; epoch_0003_step_00000250.pt: step 250, taken during epoch 3.
+_CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})(?:_step_(\d{8,}))?\.pt$")
 # torch's reader reports a damaged file with any of these, depending on where the damage is.
 # A file that is not a torch file at all can also stop the reader with IndexError or KeyError (e.g. plain text).
 _CORRUPTION_ERRORS = (RuntimeError, EOFError, ValueError, IndexError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError, OSError)
@@ -49,52 +50,8 @@ _PLAIN_LEAVES = (bool, int, float, complex, str, bytes, type(None), torch.dtype,
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Atomic writes
+# Saving
 # ----------------------------------------------------------------------------------------------------------
-def _temporary_path(path: Path) -> Path:
-    # Same folder as the target: os.replace is only atomic within one file system. The leading dot and the
-    # ".tmp-" part keep it out of CheckpointManager.list_checkpoints(); pid + random bits keep two writers
-    # (or a writer and a crashed writer's leftover) from ever sharing a name.
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself lives in the folder's entry table; without this a power loss can undo it.
-    if os.name != "posix":  # Windows cannot open a folder as a file; NTFS journals the rename itself.
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None], check: Callable[[Path], None] | None = None) -> None:
-    """Write ``path`` through ``write(file)`` on a temporary file, then rename it into place.
-
-    ``check(temporary_path)`` runs after the data is on disk and before the rename; if it (or anything
-    else) raises, the temporary file is removed and ``path`` is left exactly as it was.
-    """
-    path = Path(path)
-    tmp = _temporary_path(path)
-    try:
-        # O_EXCL: never write through a file someone else created; 0o666 so the umask decides the final
-        # permissions as for any ordinary file (mkstemp would leave the checkpoint private to its owner).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        # BaseException on purpose: a KeyboardInterrupt mid-write must not leave a stray file either.
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def _find_unsupported(obj: Any, where: str = "obj") -> str | None:
     """Where the first value torch.load(weights_only=True) would likely refuse sits, e.g. "obj['cfg']['lr']"."""
     if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN_LEAVES:
@@ -149,7 +106,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     try:
-        _atomic_write(path, lambda f: torch.save(obj, f), check=_verify_loadable(obj, path))
+        atomic_write(path, lambda f: torch.save(obj, f), check=_verify_loadable(obj, path))
     except CheckpointError:
         raise
     except (pickle.PicklingError, TypeError, AttributeError) as err:
@@ -199,23 +156,13 @@ def load_file(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise CheckpointError(
-                f"cannot load checkpoint '{path}': the file ({size} bytes) is corrupted (UnpicklingError: "
-                f"{_first_line(err)})."
-            ) from err
+    except (pickle.UnpicklingError, *_CORRUPTION_ERRORS) as err:
+        foreign = _not_a_torch_file(path)
+        if foreign is None:
+            raise _load_error(path, size, err) from err
         raise CheckpointError(
-            f"refused to load '{path}': it contains code/objects that are not plain tensors and values "
-            f"({_weights_only_detail(err)}). Loading it would let the file run code, so it is not loaded; "
-            f"if it is meant to be a checkpoint of ours, it is damaged or was written by other software."
-        ) from err
-    except (PermissionError, IsADirectoryError) as err:
-        raise CheckpointError(f"cannot load checkpoint '{path}': the file cannot be read ({err}).") from err
-    except _CORRUPTION_ERRORS as err:
-        raise CheckpointError(
-            f"cannot load checkpoint '{path}': the file ({size} bytes) is truncated or corrupted "
-            f"({type(err).__name__}: {_first_line(err)})."
+            f"cannot load '{path}': it is not a checkpoint or model file (torch.save writes a zip archive or "
+            f"a pickle; this is {foreign}). Give the .pt file written by `maskrcnn train` or `maskrcnn.save`."
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(
@@ -223,6 +170,53 @@ def load_file(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
             f"(model weights, optimiser state, ...)."
         )
     return state
+
+
+# The first bytes of files that torch.save writes: a zip archive (since torch 1.6) or a pickle (protocol 2+).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_OTHER_KINDS = {b"\x89HDF": "an HDF5 file (matterport .h5 weights are read from a file ending in .h5)",
+                b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"{": "a JSON file", b"[": "a JSON file"}
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """None when `path` starts like a file torch.save writes; else what it looks like ("a text file ...")."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return None  # unreadable: the loader's own error says why
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    for magic, kind in _OTHER_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"a binary file starting with {head[:8]!r}"
+    first_line = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"a text file starting with {first_line!r}"
+
+
+def _load_error(path: Path, size: int, err: BaseException) -> CheckpointError:
+    """The message for a file that starts like a torch file but does not load."""
+    if isinstance(err, pickle.UnpicklingError):
+        if "Weights only load failed" not in str(err):
+            return CheckpointError(
+                f"cannot load checkpoint '{path}': the file ({size} bytes) is corrupted (UnpicklingError: "
+                f"{_first_line(err)})."
+            )
+        return CheckpointError(
+            f"refused to load '{path}': it contains code/objects that are not plain tensors and values "
+            f"({_weights_only_detail(err)}). Loading it would let the file run code, so it is not loaded; "
+            f"if it is meant to be a checkpoint of ours, it is damaged or was written by other software."
+        )
+    if isinstance(err, (PermissionError, IsADirectoryError)):
+        return CheckpointError(f"cannot load checkpoint '{path}': the file cannot be read ({err}).")
+    return CheckpointError(
+        f"cannot load checkpoint '{path}': the file ({size} bytes) is truncated or corrupted "
+        f"({type(err).__name__}: {_first_line(err)})."
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -326,11 +320,12 @@ class CheckpointManager:
     def pointer_path(self) -> Path:
         return self.directory / POINTER_NAME
 
-    def path_for(self, epoch: int) -> Path:
-        return self.directory / f"epoch_{epoch:04d}.pt"
+    def path_for(self, epoch: int, step: int | None = None) -> Path:
+        """``epoch_0003.pt`` after epoch 3; ``epoch_0003_step_00000250.pt`` for step 250 taken during epoch 3."""
+        return self.directory / (f"epoch_{epoch:04d}.pt" if step is None else f"epoch_{epoch:04d}_step_{step:08d}.pt")
 
-    def save(self, state: dict, epoch: int) -> Path:
-        """Write ``state`` as ``epoch_{epoch:04d}.pt``, then point ``last.json`` at it, then prune.
+    def save(self, state: dict, epoch: int, *, step: int | None = None) -> Path:
+        """Write ``state`` as ``path_for(epoch, step)``, then point ``last.json`` at it, then prune.
 
         The order is what makes a crash harmless: until the checkpoint is complete and renamed into place,
         ``last.json`` still names the previous one.
@@ -340,7 +335,7 @@ class CheckpointManager:
         if not isinstance(state, dict):
             raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.path_for(epoch)
+        path = self.path_for(epoch, step)
         atomic_save(state, path)
         pointer = {
             "path": path.name,  # relative, so the folder can be moved or copied elsewhere
@@ -350,7 +345,7 @@ class CheckpointManager:
         }
         data = (json.dumps(pointer, indent=2) + "\n").encode("utf-8")
         try:
-            _atomic_write(self.pointer_path, lambda f: f.write(data))
+            atomic_write(self.pointer_path, lambda f: f.write(data))
         except OSError as err:
             raise CheckpointError(
                 f"checkpoint '{path}' was written, but updating '{self.pointer_path}' failed ({err}); "
@@ -361,15 +356,17 @@ class CheckpointManager:
         return path
 
     def list_checkpoints(self) -> list[Path]:
-        """Complete checkpoint files in the folder, oldest epoch first (temporary files are not listed)."""
+        """Complete checkpoint files in the folder, oldest first (temporary files are not listed): by epoch,
+        and within an epoch its step checkpoints before the one that completes it."""
         if not self.directory.is_dir():
             return []
         found = []
         for entry in self.directory.iterdir():
             match = _CHECKPOINT_RE.match(entry.name)
             if match and entry.is_file():
-                found.append((int(match.group(1)), entry))
-        return [entry for _, entry in sorted(found)]
+                step = int(match.group(2)) if match.group(2) else float("inf")
+                found.append((int(match.group(1)), step, entry))
+        return [entry for _, _, entry in sorted(found)]
 
     def latest(self) -> Path | None:
         """The checkpoint ``last.json`` names; if that is missing or unreadable, the newest by epoch; else None."""

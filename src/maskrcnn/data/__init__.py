@@ -2,11 +2,12 @@
 from .coco import CocoDataset
 from .dataset import Dataset, masks_to_boxes
 from .images import read_image, to_rgb_array
-from .loader import SkipUnreadable, collate, make_loader
+from .loader import Batch, SkipUnreadable, collate, make_loader
 from .mask_folder import MaskFolderDataset
 from .problems import Problem
 from .shapes import ShapesDataset
 from .spec import load_dataset_spec
+from .split import DatasetView, holdout_split
 from .transforms import Compose, HorizontalFlip, ScaleJitter, expand_masks, minimize_masks
 from .validate import validate_dataset
 from .via import ViaDataset
@@ -14,5 +15,6 @@ from .via import ViaDataset
 __all__ = [
     "Dataset", "masks_to_boxes", "ShapesDataset", "CocoDataset", "ViaDataset", "MaskFolderDataset",
     "read_image", "to_rgb_array", "Compose", "HorizontalFlip", "ScaleJitter", "minimize_masks", "expand_masks",
-    "collate", "make_loader", "SkipUnreadable", "validate_dataset", "Problem", "load_dataset_spec",
+    "collate", "make_loader", "Batch", "SkipUnreadable", "validate_dataset", "Problem", "load_dataset_spec",
+    "DatasetView", "holdout_split",
 ]

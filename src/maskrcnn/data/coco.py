@@ -18,8 +18,8 @@ Shape letters: N: instances of one image; H, W: the image's height and width.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
-import math
 import os
 import warnings
 
@@ -27,7 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from .jsonfile import read_json_file
+from .jsonfile import is_number, read_json_file
 from ..errors import DataError, DataWarning
 from .dataset import Dataset
 from .paths import join_inside
@@ -100,6 +100,7 @@ class CocoDataset(Dataset):
 
     def _add_annotations(self, annotations: list, images: dict, category_to_internal: dict, log: SkipLog) -> list:
         """Check every annotation, attach the usable ones to their image; returns them for `.coco`."""
+        self._check_key_spelling(annotations, "segmentation")
         seen, kept = set(), []
         for index, annotation in enumerate(annotations):
             where = f"{self._where}: annotations[{index}]"
@@ -116,7 +117,7 @@ class CocoDataset(Dataset):
             if category_id not in category_to_internal:
                 raise DataError(f"{where}: category_id {category_id} is not in 'categories' "
                                 f"(known: {sorted(category_to_internal)})")
-            if len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            if len(bbox) != 4 or not all(is_number(v) for v in bbox):
                 raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
             info = self.image_info[images[image_id]]
             ids = {"image_id": image_id, "annotation_id": annotation_id}
@@ -133,6 +134,20 @@ class CocoDataset(Dataset):
             kept.append({**annotation, "segmentation": segmentation, "iscrowd": int(crowd),
                          "area": annotation.get("area", _area(segmentation, info))})
         return kept
+
+    def _check_key_spelling(self, annotations: list, key: str) -> None:
+        """One DataError for annotations that lack `key` but hold a key spelled like it ("segmentaton"),
+        instead of one skipped-instance warning per annotation."""
+        misspelled = {}  # the key as written -> ids of the annotations that hold it
+        for annotation in annotations:
+            if isinstance(annotation, dict) and key not in annotation:
+                for close in difflib.get_close_matches(key, [str(k) for k in annotation], n=1, cutoff=0.8):
+                    misspelled.setdefault(close, []).append(annotation.get("id"))
+        if misspelled:
+            written, ids = next(iter(misspelled.items()))
+            listed = ", ".join(map(repr, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            raise DataError(f"{self._where}: {len(ids)} annotation(s) ({listed}) have no {key!r} but the unknown "
+                            f"key {written!r}; rename it to {key!r}")
 
     def _check_box(self, bbox: list, info: dict, log: SkipLog, ids: dict):
         """COCO (x, y, w, h) -> (x1, y1, x2, y2) clipped to the image, or None (skipped)."""
@@ -168,11 +183,11 @@ class CocoDataset(Dataset):
         if not isinstance(segmentation, list) or not segmentation:
             log.skip("instances without segmentation", "has no segmentation; skipped", **ids)
             return None
-        if all(_is_number(v) for v in segmentation):
+        if all(is_number(v) for v in segmentation):
             segmentation = [segmentation]  # a single flat polygon, as some exporters write it
         polygons = []
         for number, polygon in enumerate(segmentation):
-            valid = isinstance(polygon, list) and all(_is_number(v) for v in polygon)
+            valid = isinstance(polygon, list) and all(is_number(v) for v in polygon)
             if valid and len(polygon) >= 6 and len(polygon) % 2 == 0:
                 polygons.append([float(v) for v in polygon])
             else:
@@ -211,15 +226,18 @@ class CocoDataset(Dataset):
         return f"{info['path']} (image {info['id']!r} of {self.annotation_file})"
 
 
+def segmentation_to_rle(segmentation, height: int, width: int) -> dict:
+    """One compressed RLE of COCO polygons (list of lists, merged), an uncompressed or a compressed RLE."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of COCO polygons (list of lists), an uncompressed or a compressed RLE."""
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
+    return mask_utils.decode(segmentation_to_rle(segmentation, height, width)).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -250,20 +268,9 @@ def _field(record, key: str, where: str, kind):
     return value
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _area(segmentation, info: dict) -> float:
     """Pixel area of a segmentation, for annotation files that leave out COCOeval's `area`."""
-    height, width = info["height"], info["width"]
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return float(mask_utils.area(rle))
+    return float(mask_utils.area(segmentation_to_rle(segmentation, info["height"], info["width"])))
 
 
 def _make_coco(dataset: dict) -> COCO:

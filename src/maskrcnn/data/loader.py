@@ -1,6 +1,7 @@
 """Batches for training: variable-size images as lists, a seeded order, unreadable images skipped.
 
-Images keep their own sizes here; the model's preprocessing resizes and pads them (DESIGN.md data flow).
+Images keep their own sizes here; the model's preprocessing resizes and pads the batch (as torchvision's
+`GeneralizedRCNNTransform` does inside the model).
 Order and augmentation depend only on the seed, the epoch and the image index, never on the number of
 worker processes: the sampler hands each sample its (index, epoch), and the sample's rng is made from
 (seed, epoch, index).
@@ -16,20 +17,40 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import DataError, DataWarning
+from .problems import places_of, without_places
 
 
-def collate(batch: list):
-    """[(image (3, H, W), target), ...] -> ([B images], [B targets]); None entries (skipped) are left out."""
-    samples = [sample for sample in batch if sample is not None]
-    return [image for image, _ in samples], [target for _, target in samples]
+class Batch(tuple):
+    """(images, targets) as `collate` makes them, plus `skipped`: the images of this batch that could not be
+    read, as (reference, reason) pairs, so that the trainer can count them even when workers loaded them."""
+
+    def __new__(cls, images: list, targets: list, skipped=()):
+        batch = super().__new__(cls, (images, targets))
+        batch.skipped = list(skipped)
+        return batch
+
+    def __reduce__(self):  # through a worker's queue with `skipped` kept
+        return (Batch, (self[0], self[1], self.skipped))
+
+
+class Unreadable(tuple):
+    """What SkipUnreadable gives for an image it could not read: (reference, reason)."""
+
+
+def collate(batch: list) -> Batch:
+    """[(image (3, H, W), target), ...] -> Batch([B images], [B targets]); skipped entries (None or
+    Unreadable) are left out of the images and listed in `Batch.skipped`."""
+    samples = [sample for sample in batch if sample is not None and not isinstance(sample, Unreadable)]
+    skipped = [tuple(sample) for sample in batch if isinstance(sample, Unreadable)]
+    return Batch([image for image, _ in samples], [target for _, target in samples], skipped)
 
 
 class SkipUnreadable(torch.utils.data.Dataset):
     """Wraps a Dataset: applies the transform, and turns an unreadable image into a skip, not a crash.
 
-    A skipped sample comes back as None (collate leaves it out), with a DataWarning naming the image.
-    `skipped` lists the image references skipped in this process; with worker processes each worker
-    keeps its own list, so read the warnings instead.
+    A skipped sample comes back as Unreadable (collate leaves it out and lists it), with a DataWarning naming
+    the image. `skipped` lists the image references skipped in this process; with worker processes each
+    worker keeps its own list, so read `Batch.skipped` instead.
     """
 
     def __init__(self, dataset, transform=None, seed: int = 0):
@@ -45,10 +66,11 @@ class SkipUnreadable(torch.utils.data.Dataset):
             image, target = self.dataset[index]
         except DataError as error:
             reference = self.dataset.image_reference(index)
+            reason = without_places(str(error), *places_of(self.dataset, index))
             self.skipped.append(reference)
-            warnings.warn(f"skipping unreadable image {reference}: {error} ({len(self.skipped)} skipped so far)",
+            warnings.warn(f"skipping unreadable image {reference}: {reason} ({len(self.skipped)} skipped so far)",
                           DataWarning, stacklevel=2)
-            return None
+            return Unreadable((reference, reason))
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, epoch, index])
             image, target = self.transform(image, target, rng)

@@ -80,6 +80,34 @@ class SkipLog:
         if total_instances and self.num_skipped / total_instances > max_skip_fraction:
             raise DataError(
                 f"{summary}: that is more than max_skip_fraction={max_skip_fraction:g} of the instances; "
-                f"fix the annotations (see the warnings above or run `maskrcnn validate`), or raise "
-                f"max_skip_fraction if the loss is acceptable"
+                f"fix the annotations (see the warnings above or run `maskrcnn validate`), or, if the loss is "
+                f"acceptable, allow it with `--max-skip-fraction {_enough(self.num_skipped / total_instances)}` "
+                f"(maskrcnn train and evaluate) or max_skip_fraction={_enough(self.num_skipped / total_instances)} "
+                f"(CocoDataset, ViaDataset)"
             )
+
+
+def _enough(share: float) -> str:
+    """A round fraction just above `share` (0.1234 -> "0.13"), to quote in the advice."""
+    return f"{min(1.0, (int(share * 100) + 1) / 100):g}"
+
+
+def without_places(message: str, *places) -> str:
+    """`message` without the leading "PLACE: " parts (a path, "image 5") the caller already names."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for place in places:
+            prefix = f"{place}: "
+            if place and message.startswith(prefix):
+                message, stripped = message[len(prefix):], True
+    return message
+
+
+def places_of(dataset, index: int) -> tuple[str, ...]:
+    """How messages about image `index` begin ("image 5", its path), for `without_places`."""
+    infos = getattr(dataset, "image_info", None)
+    if not infos or not 0 <= index < len(infos):
+        return ()
+    info = infos[index]
+    return tuple(str(p) for p in (f"image {info.get('id')!r}", info.get("path")) if p)

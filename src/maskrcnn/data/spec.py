@@ -26,8 +26,10 @@ def load_dataset_spec(spec: str, **kwargs):
     parts = _split_paths(rest) if rest else []
     kind = kind.lower()
     if kind in ("masks", "shapes"):
-        # These formats never refuse an empty data set, so the flag callers pass for COCO / VIA means nothing here.
+        # These formats never refuse an empty data set nor skip annotations, so the settings callers pass for
+        # COCO / VIA mean nothing here.
         kwargs.pop("allow_empty", None)
+        kwargs.pop("max_skip_fraction", None)
     if kind == "coco" and len(parts) in (1, 2):
         return CocoDataset(parts[0], parts[1] if len(parts) == 2 else os.path.dirname(parts[0]), **kwargs)
     if kind == "via" and len(parts) in (1, 2):

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from .problems import Problem
+from .problems import Problem, places_of, without_places
 
 __all__ = ["Problem", "validate_dataset"]
 
@@ -44,7 +44,8 @@ def _check_image(dataset, index: int, where: dict, num_classes) -> list[Problem]
         image = dataset.load_image(index)
     # A validator must report every failure and go on; a user's subclass may raise anything.
     except Exception as error:  # noqa: BLE001
-        found.append(Problem(message=f"cannot load the image: {error}", **where))
+        found.append(Problem(message=f"cannot load the image: {without_places(str(error), *places_of(dataset, index))}",
+                             **where))
     try:
         masks, class_ids = dataset.load_mask(index)
     except Exception as error:  # noqa: BLE001 (same reason)

@@ -21,7 +21,7 @@ import os
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .jsonfile import read_json_file
+from .jsonfile import is_number, read_json_file
 from ..errors import DataError
 from .dataset import Dataset
 from .images import image_size
@@ -137,13 +137,13 @@ def _check_shape(region, log: SkipLog, ids: dict):
     if name in ("polygon", "polyline"):
         xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
         if (not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys) or len(xs) < 3
-                or not all(_is_number(v) for v in xs + ys)):
+                or not all(is_number(v) for v in xs + ys)):
             log.skip("bad polygons", "polygon needs all_points_x and all_points_y of the same length >= 3; "
                      "skipped", **ids)
             return None
         return shape
     needed = {"rect": ("x", "y", "width", "height"), "circle": ("cx", "cy", "r"), "ellipse": ("cx", "cy", "rx", "ry")}
-    if not all(_is_number(shape.get(key)) for key in needed[name]):
+    if not all(is_number(shape.get(key)) for key in needed[name]):
         log.skip("bad shapes", f"{name} needs numbers {needed[name]}; skipped", **ids)
         return None
     sizes = [shape[key] for key in needed[name][2:]]
@@ -165,10 +165,6 @@ def _class_of(region: dict, class_attribute, where: str, region_id: int):
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return str(value).strip()
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _draw_region(shape: dict, height: int, width: int) -> np.ndarray:
