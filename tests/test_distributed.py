@@ -42,7 +42,8 @@ from maskrcnn import Config, MaskRCNN, distributed
 from maskrcnn.data import ShapesDataset
 from maskrcnn.data.loader import SeededSampler
 from maskrcnn.errors import DistributedError
-from maskrcnn.train import Trainer, evaluate_map
+from maskrcnn.evaluation import evaluate_map
+from maskrcnn.train import Trainer
 
 PER_PROCESS_BATCH = 2
 EPOCHS = 2  # 8 images, global batch 4: 2 steps an epoch, 4 in all; the second epoch checks the reshuffle

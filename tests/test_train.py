@@ -15,7 +15,8 @@ import maskrcnn
 from maskrcnn.checkpoint import load_file
 from maskrcnn.data import ShapesDataset
 from maskrcnn.errors import TrainingError
-from maskrcnn.train import Trainer, evaluate_map, learning_rate_at, select_trainable
+from maskrcnn.evaluation import evaluate_map
+from maskrcnn.train import Trainer, learning_rate_at, select_trainable
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 HEAD_PREFIXES = ("rpn.", "box_head.", "mask_head.", "backbone.fpn.")

@@ -122,9 +122,11 @@ class Distributed:
         """The loader's (images, targets) batches, in step on every rank.
 
         When a rank fails to load its batch, every rank raises DistributedError; when a rank's batch came
-        out empty (every image in it unreadable and skipped), every rank gets ([], []) and skips that step;
-        when one rank runs out of batches, all stop.
+        out empty (every image in it unreadable and skipped), every rank gets an empty batch (still listing
+        its own skipped images) and skips that step; when one rank runs out of batches, all stop.
         """
+        from .data import Batch
+
         if not self.enabled:
             yield from loader
             return
@@ -141,7 +143,7 @@ class Distributed:
             worst = self._settle("loading a batch", error, status)
             if worst == EXHAUSTED:
                 return
-            yield ([], []) if worst == EMPTY else batch
+            yield Batch([], [], getattr(batch, "skipped", ())) if worst == EMPTY else batch
 
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on some rank."""
@@ -282,19 +284,15 @@ def gather_predictions(model, dataset, *, batch_size: int, context: Distributed)
 
 
 def evaluate_sharded(model, dataset, *, batch_size: int, context: Distributed) -> dict:
-    """{"box_map50", "mask_map50"} as train.evaluate_map computes them, with prediction shared among ranks;
+    """{"box_map50", "mask_map50"} as evaluation.evaluate_map computes them, with prediction shared among ranks;
     scored on rank 0 and the same dict returned on every rank."""
-    from .evaluation import ground_truth_detections, voc_map
+    from .evaluation import ground_truth_detections, map50_scores
 
     found = gather_predictions(model, dataset, batch_size=batch_size, context=context)
     score = None
     with context.agree("scoring the evaluation"):  # rank 0 scores while the others wait in the broadcast
         if context.is_main:
-            ground_truths = [ground_truth_detections(dataset, i) for i in range(len(dataset))]
-            score = {
-                "box_map50": voc_map(ground_truths, found, 0.5, use_masks=False),
-                "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True),
-            }
+            score = map50_scores([ground_truth_detections(dataset, i) for i in range(len(dataset))], found)
     return context.broadcast(score)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -27,9 +26,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
+from tqdm import tqdm
 
 from .data.dataset import masks_to_boxes
 from .errors import DataError
+from .files import atomic_write_json
 from .structures import Detections
 
 # The order of COCOeval.stats for detection and segmentation (cocoeval.py, `_summarizeDets`).
@@ -54,6 +55,17 @@ def _boxes_xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
     boxes_xywh = boxes_xyxy.astype(np.float64).copy()
     boxes_xywh[:, 2:] -= boxes_xywh[:, :2]
     return boxes_xywh
+
+
+def coco_results(detections: Detections, image_id, category_id=int) -> list[dict]:
+    """One image's detections as COCO result rows: image_id, category_id (`category_id(label)`: the data
+    set's own id), bbox [x, y, w, h], score, segmentation (compressed RLE with str counts)."""
+    detections = detections.to("cpu")
+    boxes_xywh = _boxes_xywh(detections.boxes.numpy())
+    rles = _encode_masks(detections.masks.numpy().astype(bool))
+    labels, scores = detections.labels.tolist(), detections.scores.tolist()
+    return [{"image_id": image_id, "category_id": category_id(int(labels[k])), "bbox": [float(v) for v in boxes_xywh[k]],
+             "score": float(scores[k]), "segmentation": rles[k]} for k in range(len(labels))]
 
 
 class CocoEvaluator:
@@ -123,19 +135,7 @@ class CocoEvaluator:
                 f"image {self.dataset.image_reference(image_index)}: detection labels must be 1.."
                 f"{len(self.dataset.class_info) - 1}, got {sorted(set(labels.tolist()))}"
             )
-        boxes_xywh = _boxes_xywh(detections.boxes.numpy())
-        rles = _encode_masks(detections.masks.numpy().astype(bool))
-        scores = detections.scores.numpy()
-        self._results[image_index] = [
-            {
-                "image_id": source_id,
-                "category_id": self._coco_category_id(int(labels[k])),
-                "bbox": [float(v) for v in boxes_xywh[k]],
-                "score": float(scores[k]),
-                "segmentation": rles[k],
-            }
-            for k in range(len(labels))
-        ]
+        self._results[image_index] = coco_results(detections, source_id, self._coco_category_id)
 
     def _add_ground_truth(self, image_index: int) -> tuple[int, int]:
         """Build the COCO ground truth of one image from `load_mask`; returns its (H, W)."""
@@ -164,10 +164,7 @@ class CocoEvaluator:
 
     def write_results(self, path: str | Path) -> Path:
         """Write `results()` as the COCO results JSON (a list of objects); the folder is created."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.results()))
-        return path
+        return atomic_write_json(path, self.results())
 
     def _ground_truth(self) -> COCO:
         if self.coco_gt is not None:
@@ -361,6 +358,58 @@ def voc_map(ground_truths: Sequence[Detections], detections: Sequence[Detections
         return math.nan
     per_threshold = [np.mean([compute_ap(gt, det, float(t), use_masks)[0] for gt, det in pairs]) for t in thresholds]
     return float(np.mean(per_threshold))
+
+
+def map50_scores(ground_truths: Sequence[Detections], found: Sequence[Detections]) -> dict:
+    """{"box_map50", "mask_map50"}: `voc_map` at IoU 0.5 of boxes and of masks, what training logs."""
+    return {"box_map50": voc_map(ground_truths, found, 0.5, use_masks=False),
+            "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True)}
+
+
+def evaluate_map(model, dataset, *, batch_size: int = 8, progress: bool = False) -> dict:
+    """{"box_map50", "mask_map50"} of the model on every image of a data set (matterport's compute_ap)."""
+    ground_truths, found = [], []
+    indices = list(range(len(dataset)))
+    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate", disable=not progress, leave=False):
+        batch = indices[start:start + batch_size]
+        found += model.predict([dataset.load_image(i) for i in batch])
+        ground_truths += [ground_truth_detections(dataset, i) for i in batch]
+    return map50_scores(ground_truths, found)
+
+
+def evaluate_coco(model, dataset, *, out=None, results=None, progress: bool = False) -> dict:
+    """COCO metrics of `model` on every image of `dataset` (CocoEvaluator.summarize()); `out`: also write them
+    as JSON (NaN as null: strict JSON has no NaN), `results`: also write the COCO results (detections).
+
+    Raises DataError when the model predicts another number of classes than the data set has; class names
+    that differ (same count) are matched by position, with a warning.
+    """
+    if model.config.num_classes != dataset.num_classes:
+        raise DataError(f"the model predicts {model.config.num_classes - 1} classes but the data set has "
+                        f"{dataset.num_classes - 1} ({', '.join(dataset.class_names[1:])})")
+    if list(model.class_names) != list(dataset.class_names):
+        warnings.warn(f"class names differ: the model has {list(model.class_names)[1:]}, the data set "
+                      f"{dataset.class_names[1:]}; classes are matched by position", stacklevel=2)
+    evaluator = CocoEvaluator(dataset)
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, dynamic_ncols=True):
+        evaluator.add(i, model.predict([dataset.load_image(i)])[0])
+    summary = evaluator.summarize()
+    if out is not None:
+        atomic_write_json(out, nan_to_none(summary), indent=2)
+    if results is not None:
+        evaluator.write_results(results)
+    return summary
+
+
+def nan_to_none(value):
+    """The same nested dicts and lists with every NaN float replaced by None (null in JSON)."""
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def ground_truth_detections(dataset, image_index: int, *, include_crowd: bool = False) -> Detections:

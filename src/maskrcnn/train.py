@@ -1,9 +1,10 @@
 """Trainer: layer selection, optimiser, schedule, logging, checkpoints and resume (seed section 2).
 
 One step: the model's five losses on a batch, their sum, a check that every loss is finite (before any
-optimiser step), backward, gradient clipping, optimiser step. After every epoch: a checkpoint written
-atomically (model, optimiser, step, RNG states, config, class names), the loss curve, and the validation
-score when a validation set is given.
+optimiser step), backward, gradient clipping, optimiser step. After every epoch (or every N steps): a
+checkpoint written atomically (model, optimiser, step, position in the epoch, RNG states, config, class
+names), the loss curve, and the validation score when a validation set is given. A run ends after its
+epochs, after `max_steps` steps or when its time budget is spent, whichever comes first.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from .config import LOSS_NAMES, Config
-from .errors import CheckpointError, DataError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .evaluation import evaluate_map  # noqa: F401  (re-exported: the demo imports it from here)
 from .model import MaskRCNN
 
 # The seed repository's layer choices, as regular expressions over our parameter names. The heads are
@@ -84,11 +86,15 @@ def learning_rate_at(step: int, total_steps: int, *, base: float, warmup_steps: 
     return base
 
 
+MAX_UNREADABLE_FRACTION = 0.05  # share of the images that may fail to load before training stops
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # completed optimiser steps
     history: list = field(default_factory=list)  # one record per step (also in the JSON-lines log)
+    position: int = 0  # batches of epoch + 1 already used (a run stopped mid-epoch resumes after them)
 
 
 class Trainer:
@@ -96,11 +102,25 @@ class Trainer:
 
     def __init__(self, model: MaskRCNN, dataset, *, out_dir, val_dataset=None, seed: int = 0, transform=None,
                  num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3,
-                 distributed=None, amp: bool = False):
+                 distributed=None, amp: bool = False, checkpoint_every: int | None = None,
+                 max_unreadable_fraction: float = MAX_UNREADABLE_FRACTION, report=None):
         """distributed: a distributed.Distributed from distributed.setup() (None: one process); the model
         must already be on its device (distributed.prepare_model). amp: mixed precision, off by default:
         on CUDA float16 autocast with a gradient scaler; on a CPU with AMX (cpu.has_amx) bfloat16 autocast,
-        which needs no scaler (float32's exponent range). Weights, optimiser and losses stay float32."""
+        which needs no scaler (float32's exponent range). Weights, optimiser and losses stay float32.
+        checkpoint_every: a checkpoint every this many steps (and at the end of the run) instead of one per
+        epoch. max_unreadable_fraction: training stops with a DataError listing them once more than this
+        share of the images could not be read. report: called with one line per epoch (its checkpoint and
+        validation score) and at a stop, e.g. `print`; None says nothing."""
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every (--checkpoint-every) must be a number of steps >= 1, got {checkpoint_every}")
+        if not 0.0 <= max_unreadable_fraction <= 1.0:
+            raise ConfigError(f"max_unreadable_fraction (--max-unreadable-fraction) must be in [0, 1], got {max_unreadable_fraction}")
+        self.checkpoint_every = checkpoint_every
+        self.max_unreadable_fraction = max_unreadable_fraction
+        self.report = report if report is not None else (lambda line: None)
+        self.unreadable: dict[str, str] = {}  # image reference -> why it could not be read, in order seen
+        self._saved_step = None  # the step of the newest checkpoint this trainer wrote or resumed from
         from .cpu import has_amx
         from .data import make_loader
         from .distributed import single_process
@@ -122,7 +142,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.seed = seed
         self.progress = progress and self.dist.is_main  # one progress bar, rank 0's
-        # With worker processes, each records the images it is given, so a dead worker can be named (issue 5 case 18).
+        # With worker processes, each records the images it is given, so that a worker killed by the OOM killer
+        # can be named with the image it was loading (torch only says "DataLoader worker (pid N) is killed").
         self.worker_log = WorkerLog(dataset, num_workers) if num_workers > 0 else None
         self.loader = make_loader(self.worker_log or dataset, self.config.images_per_batch, shuffle=True, seed=seed,
                                   num_workers=num_workers, transform=transform,
@@ -145,7 +166,8 @@ class Trainer:
                 # No weight decay on biases and norm layers: it only fights their scale.
                 (no_decay if parameter.ndim <= 1 else decay).append(parameter)
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # One fused kernel over all tensors: AdamW's step 4x faster on the CPU than the per-tensor loop (issue 6).
+        # One fused kernel over all tensors (torch.optim's `fused=True`): measured 4x faster on the CPU than
+        # the per-tensor loop for AdamW's step.
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
         if c.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(groups, lr=c.learning_rate, fused=fused)
@@ -172,21 +194,32 @@ class Trainer:
         self.model.load_state_dict(data["model"])
         self._build_optimizer(data["layers"])
         self.optimizer.load_state_dict(data["optimizer"])
-        self.state = TrainState(epoch=int(data["epoch"]), step=int(data["step"]), history=list(data.get("history", [])))
+        self.state = TrainState(epoch=int(data["epoch"]), step=int(data["step"]), history=list(data.get("history", [])),
+                                position=int(data.get("position", 0)))
+        self._saved_step = self.state.step
         restore_rng_state(data["rng"])
         return True
 
     # ------------------------------------------------------------------------------------ training
-    def train(self, epochs: int, layers: str = "all", *, time_budget: float | None = None) -> TrainState:
-        """Train until `epochs` epochs are complete in all (a resumed run goes on from its epoch).
+    def train(self, epochs: int, layers: str = "all", *, time_budget: float | None = None,
+              max_steps: int | None = None) -> TrainState:
+        """Train until `epochs` epochs are complete in all (a resumed run goes on from its epoch and position).
 
-        time_budget: stop after the step during which this many seconds have passed, then checkpoint.
-        Raises DataError before any step when no image has an instance to learn from, and TrainingError when
-        a loss is not finite or a data-loader worker dies (naming the worker and the images it was given).
+        time_budget: stop after the step during which this many seconds have passed; max_steps: stop once this
+        many steps are done in all (a resumed run counts its earlier steps). A run that stops mid-epoch
+        writes a checkpoint there (epoch_NNNN_step_NNNNNNNN.pt) and resumes from that point of the epoch.
+        Raises DataError before any step when no image has an instance to learn from, and during training
+        when more than max_unreadable_fraction of the images cannot be read or no batch could be made;
+        TrainingError when a loss is not finite or a data-loader worker dies (naming the worker and the
+        images it was given).
         """
+        if max_steps is not None and max_steps < 1:
+            raise ConfigError(f"max_steps (--max-steps) must be at least 1, got {max_steps}")
+        if time_budget is not None and not time_budget > 0:
+            raise ConfigError(f"time_budget (--time-budget) must be positive seconds, got {time_budget}")
         check_has_instances(self.dataset)
         try:
-            return self._train(epochs, layers, time_budget)
+            return self._train(epochs, layers, time_budget, max_steps)
         except RuntimeError as error:
             # torch raises a bare RuntimeError ("DataLoader worker (pid 123) is killed by signal") from wherever
             # the main process is when a worker dies, so it is caught around the whole loop.
@@ -199,45 +232,81 @@ class Trainer:
                    if latest else "No checkpoint was written yet.")
             ) from error
 
-    def _train(self, epochs: int, layers: str, time_budget: float | None) -> TrainState:
+    def _train(self, epochs: int, layers: str, time_budget: float | None, max_steps: int | None) -> TrainState:
         self._build_optimizer(layers)
         c = self.config
         steps_per_epoch = len(self.loader)
         total_steps = epochs * steps_per_epoch
+        if max_steps is not None:
+            total_steps = min(total_steps, max_steps)  # the schedule ends where the run does
         started = time.perf_counter()
         self.model.train()
         freeze_unselected_norms(self.model)
-        out_of_time = False
+        stop = None
         if self.dist.enabled and self.dist.is_main:
             from .distributed import describe
 
             print(describe(self.dist, c.images_per_batch, c.learning_rate), flush=True)
         for epoch in range(self.state.epoch, epochs):
-            self.loader.sampler.set_epoch(epoch)
-            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
-            for images, targets in self.dist.batches(bar):  # in step on every rank (distributed.py)
-                if not images:
-                    continue
-                # With a time budget the schedule runs on the larger of step and time progress, so that
-                # a cosine decay ends when the budget does on any machine.
-                time_fraction = 0.0
-                if time_budget is not None:
-                    time_fraction = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
-                lr = learning_rate_at(self.state.step, total_steps, time_fraction=time_fraction, base=c.learning_rate, warmup_steps=c.lr_warmup_steps,
-                                      schedule=c.lr_schedule, drops=c.lr_steps)
-                record = self.step(images, targets, lr)
-                record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
-                self._log(record)
-                bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss",) + LOSS_NAMES})
-                if time_budget is not None and self.dist.any(time.perf_counter() - started > time_budget):
-                    out_of_time = True
-                    break
-            bar.close()
-            self.state.epoch = epoch + 1
-            self.end_of_epoch()
-            if out_of_time:
+            if max_steps is not None and self.state.step >= max_steps:
+                stop = f"max_steps={max_steps}"
                 break
+            self.loader.sampler.set_epoch(epoch)
+            # Resuming mid-epoch: the same order (it depends on seed and epoch only), after the batches done.
+            self.loader.sampler.skip_next(self.state.position * c.images_per_batch)
+            steps_before = self.state.step
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
+            for batch in self.dist.batches(bar):  # in step on every rank (distributed.py)
+                images, targets = batch
+                self.state.position += 1
+                self._count_unreadable(getattr(batch, "skipped", ()))
+                if images:
+                    # With a time budget the schedule runs on the larger of step and time progress, so that
+                    # a cosine decay ends when the budget does on any machine.
+                    time_fraction = 0.0
+                    if time_budget is not None:
+                        time_fraction = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
+                    lr = learning_rate_at(self.state.step, total_steps, time_fraction=time_fraction, base=c.learning_rate,
+                                          warmup_steps=c.lr_warmup_steps, schedule=c.lr_schedule, drops=c.lr_steps)
+                    record = self.step(images, targets, lr)
+                    record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
+                    self._log(record)
+                    bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss",) + LOSS_NAMES})
+                if time_budget is not None and self.dist.any(time.perf_counter() - started > time_budget):
+                    stop = f"time budget of {time_budget:g} s"
+                elif max_steps is not None and self.state.step >= max_steps:
+                    stop = f"max_steps={max_steps}"
+                if stop or self.state.position == steps_per_epoch:
+                    break
+                if self.checkpoint_every and images and self.state.step % self.checkpoint_every == 0:
+                    self._checkpoint()
+            bar.close()
+            if self.state.step == steps_before and self.unreadable:
+                self._raise_unreadable("no batch of this epoch could be made: none of its images could be read")
+            if self.state.position >= steps_per_epoch:
+                self.state.epoch, self.state.position = epoch + 1, 0
+                self.end_of_epoch()
+            if stop:
+                break
+        if self.state.step and self._saved_step != self.state.step:  # the end of a run is always in a checkpoint
+            self.end_of_epoch(stopped=stop or "the end of the run")
         return self.state
+
+    def _count_unreadable(self, skipped) -> None:
+        """Record a batch's unreadable images; DataError once they are more than the allowed share."""
+        for reference, reason in skipped:
+            self.unreadable.setdefault(reference, reason)
+        allowed = self.max_unreadable_fraction * len(self.loader.sampler)  # this process's images per epoch
+        if self.dist.any(len(self.unreadable) > allowed):
+            self._raise_unreadable(f"more than max_unreadable_fraction={self.max_unreadable_fraction:g} of the "
+                                   f"{len(self.loader.sampler)} images could not be read")
+
+    def _raise_unreadable(self, what: str):
+        listed = "; ".join(f"{reference}: {reason}" for reference, reason in list(self.unreadable.items())[:5])
+        more = f" and {len(self.unreadable) - 5} more" if len(self.unreadable) > 5 else ""
+        raise DataError(f"training stopped at step {self.state.step}: {what} ({len(self.unreadable)} unreadable: "
+                        f"{listed}{more}). Fix or remove them (`maskrcnn validate` lists them all), or allow "
+                        f"more with --max-unreadable-fraction (Trainer(max_unreadable_fraction=...)).")
 
     def step(self, images, targets, lr: float) -> dict:
         """One optimiser step; raises TrainingError before the step when a loss is not finite."""
@@ -273,14 +342,16 @@ class Trainer:
             with open(self.log_path, "a") as log:
                 log.write(json.dumps(record) + "\n")
 
-    def end_of_epoch(self) -> None:
+    def end_of_epoch(self, *, stopped: str | None = None) -> None:
+        """After an epoch (or when the run stops mid-epoch, saying why): validation score, checkpoint (every
+        epoch, or every checkpoint_every steps and at the end of the run), loss curve, one reported line."""
+        score = None
         if self.val_dataset is not None:
             score = self.evaluate(self.val_dataset)
             record = {"step": self.state.step, "epoch": self.state.epoch, **{f"val_{k}": v for k, v in score.items()}}
             self._log(record)
-        with self.dist.agree("writing the checkpoint"):  # rank 0 writes; a failure there stops the others too
-            if self.dist.is_main:
-                self.save_checkpoint()
+        due = stopped or self.checkpoint_every is None or self.state.step % self.checkpoint_every == 0
+        path = self._checkpoint() if due else None
         if not self.dist.is_main:
             return
         try:
@@ -289,8 +360,23 @@ class Trainer:
             plot_losses([r for r in self.state.history if "loss" in r], self.out_dir / "loss.png")
         except (ImportError, ValueError):
             pass  # a picture is a convenience; never lose a run over it
+        line = f"stopped at step {self.state.step} ({stopped})" if stopped else f"epoch {self.state.epoch}"
+        line += f": checkpoint {path}" if path else f" (step {self.state.step})"
+        if score is not None:
+            line += f"; validation box mAP@0.5 {score['box_map50']:.4f}, mask mAP@0.5 {score['mask_map50']:.4f}"
+        self.report(line)
+
+    def _checkpoint(self) -> Path | None:
+        """save_checkpoint on rank 0, the other ranks waiting; the path written (None on the other ranks)."""
+        path = None
+        with self.dist.agree("writing the checkpoint"):  # rank 0 writes; a failure there stops the others too
+            if self.dist.is_main:
+                path = self.save_checkpoint()
+        self._saved_step = self.state.step
+        return path
 
     def save_checkpoint(self) -> Path:
+        """Write the training state; mid-epoch (position > 0) under the in-progress epoch and the step."""
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -301,7 +387,10 @@ class Trainer:
             "rng": capture_rng_state(),
             "config": self.config.to_dict(),
             "class_names": list(self.model.class_names),
+            "position": self.state.position,
         }
+        if self.state.position:
+            return self.checkpoints.save(state, self.state.epoch + 1, step=self.state.step)
         return self.checkpoints.save(state, self.state.epoch)
 
     def evaluate(self, dataset) -> dict:
@@ -311,22 +400,6 @@ class Trainer:
 
             return evaluate_sharded(self.model, dataset, batch_size=self.config.images_per_batch, context=self.dist)
         return evaluate_map(self.model, dataset, batch_size=self.config.images_per_batch)
-
-
-def evaluate_map(model: MaskRCNN, dataset, *, batch_size: int = 8, progress: bool = False) -> dict:
-    """{"box_map50", "mask_map50"} of the model on every image of a data set (the seed's compute_ap)."""
-    from .evaluation import ground_truth_detections, voc_map
-
-    ground_truths, found = [], []
-    indices = list(range(len(dataset)))
-    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate", disable=not progress, leave=False):
-        batch = indices[start:start + batch_size]
-        found += model.predict([dataset.load_image(i) for i in batch])
-        ground_truths += [ground_truth_detections(dataset, i) for i in batch]
-    return {
-        "box_map50": voc_map(ground_truths, found, 0.5, use_masks=False),
-        "mask_map50": voc_map(ground_truths, found, 0.5, use_masks=True),
-    }
 
 
 def check_has_instances(dataset) -> None:

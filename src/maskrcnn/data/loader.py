@@ -94,9 +94,14 @@ class SeededSampler(Sampler):
         self.indices = np.asarray(list(indices), dtype=np.int64)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.rank, self.world_size = rank, world_size
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip_next(self, count: int) -> None:
+        """Leave out the first `count` entries of the next pass only (a run resumed in the middle of an epoch)."""
+        self.skip = int(count)
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.world_size)  # ceil: the padded shard's length
@@ -110,6 +115,7 @@ class SeededSampler(Sampler):
         if self.world_size > 1 and len(order):
             padded = np.resize(order, len(self) * self.world_size)  # repeats the order's start to fill up
             order = padded[self.rank::self.world_size]
+        order, self.skip = order[self.skip:], 0
         for index in order:
             yield int(index), epoch
 
