@@ -6,7 +6,7 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from maskrcnn.anchors import AnchorGenerator, anchor_count, cell_anchors, grid_anchors
+from maskrcnn.anchors import AnchorGenerator, cell_anchors, grid_anchors
 
 SEED_SCALES = (32, 64, 128, 256, 512)
 SEED_STRIDES = (4, 8, 16, 32, 64)
@@ -27,7 +27,6 @@ def feature_sizes_for(side: int):
 @pytest.mark.parametrize("side, expected", [(512, 65_472), (1024, 261_888)])
 def test_seed_anchor_counts(side, expected):
     # Seed: (128^2 + 64^2 + 32^2 + 16^2 + 8^2) * 3 = 65,472 for 512 px; 1024 px has four times as many.
-    assert anchor_count((side, side), SEED_STRIDES, 3) == expected
     levels = seed_generator()(feature_sizes_for(side), (side, side), torch.float32, "cpu")
     assert sum(len(level) for level in levels) == expected
     assert [len(level) for level in levels] == [(side // s) ** 2 * 3 for s in SEED_STRIDES]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from maskrcnn.boxes import DELTA_CLAMP, box_sizes, clip_boxes, decode_deltas, encode_deltas, keep_min_size, scale_boxes
+from maskrcnn.boxes import DELTA_CLAMP, box_sizes, clip_boxes, decode_deltas, encode_deltas, keep_min_size
 
 STD_DEVS = [(1.0, 1.0, 1.0, 1.0), (0.1, 0.1, 0.2, 0.2), (10.0, 10.0, 5.0, 5.0)]
 
@@ -110,8 +110,3 @@ def test_box_sizes_and_keep_min_size():
     assert keep_min_size(boxes, 3.0).tolist() == [0, 2]
     assert keep_min_size(boxes, 0.0).tolist() == [0, 1, 2, 3]
     assert keep_min_size(boxes, 100.0).tolist() == []
-
-
-def test_scale_boxes():
-    boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    assert scale_boxes(boxes, 2.0, 0.5).tolist() == [[2.0, 1.0, 6.0, 2.0]]

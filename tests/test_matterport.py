@@ -21,15 +21,12 @@ from PIL import Image
 from torchvision.ops import roi_align
 
 from maskrcnn.config import Config
-from maskrcnn.crop_and_resize import assign_levels, crop_and_resize
 from maskrcnn.errors import CheckpointError
 from maskrcnn.interop import from_matterport
 from maskrcnn.mask_head import select_class
-from maskrcnn.normalized_frame import to_normalized
-from maskrcnn.postprocess import detect
-from maskrcnn.preprocess import Preprocessor
-from maskrcnn.proposals import propose
-from maskrcnn.skimage_resize import resize_like_skimage
+from maskrcnn.matterport.crop_and_resize import assign_levels, crop_and_resize
+from maskrcnn.matterport.frame import to_normalized
+from maskrcnn.matterport.resize import MatterportPreprocessor, resize_like_skimage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
 CASE = SHARED / "case_r50_512_s11"
@@ -82,9 +79,8 @@ def edited_copy(source: Path, target: Path, edit) -> Path:
 def test_preprocessing_gives_matterports_molded_images(reference, images):
     """skimage resize + uint8 truncation + black square padding, then the mean pixel: bit for bit."""
     c = case_config()
-    pre = Preprocessor(resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
-                       size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
-                       resize_method=c.image_resize_method)
+    pre = MatterportPreprocessor(resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
+                                 size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std)
     for k, image in enumerate(images):
         tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).double() / 255.0
         batch = pre([tensor])
@@ -183,7 +179,7 @@ def test_levels_round_normalised_sizes_half_to_even():
 def test_loader_maps_every_layer_explicitly(weights):
     model = from_matterport(weights)
     assert model.config.backbone == "resnet50" and model.config.num_classes == 81
-    assert model.config.backbone_layout == "matterport" and model.config.box_convention == "matterport"
+    assert model.config.layout == "matterport"
     # conv (kh, kw, in, out) -> (out, in, kh, kw)
     assert torch.equal(model.backbone.trunk.conv1.weight, keras_tensor(weights, "conv1", "conv1/kernel").permute(3, 2, 0, 1))
     assert torch.equal(model.box_head.shared[0].weight, keras_tensor(weights, "mrcnn_class_conv1", "mrcnn_class_conv1/kernel").permute(3, 2, 0, 1))
@@ -296,13 +292,13 @@ def test_same_detections_as_matterport_in_float64(weights, reference, images):
     """Each step against matterport's intermediate outputs, then the final detections (~2 min on 2 cores)."""
     model = from_matterport(weights, config=case_config()).double()
     for k, image in enumerate(images):
-        with torch.no_grad():  # the steps of MaskRCNN._predict, to compare where matterport saved outputs
+        with torch.no_grad():  # the steps of MaskRCNN.find_instances, to compare where matterport saved outputs
             batch = model.preprocessor(model.prepare_images([image]))
             pyramid = model.backbone(batch.tensor)
             rpn_out = model.rpn(pyramid)
             foreground = torch.softmax(rpn_out.objectness, -1)[0, :, 1].numpy()
             assert np.abs(foreground - reference[f"{k}_rpn_fg_prob"]).max() < 1e-12
-            proposals = propose(rpn_out, model.anchors_for(pyramid, batch), batch.windows, image_size=batch.padded_size, **model.inference_proposals)
+            proposals = model.propose_inference(rpn_out, model.anchors_for(pyramid, batch.padded_size), batch.windows, image_size=batch.padded_size)
             assert np.abs(to_normalized(proposals[0], batch.padded_size).numpy() - reference[f"{k}_rpn_rois"]).max() < 1e-12
             logits, deltas = model.box_head(model.box_roi_align(pyramid[:4], proposals))
             probabilities = torch.softmax(logits, -1).numpy()
@@ -310,7 +306,7 @@ def test_same_detections_as_matterport_in_float64(weights, reference, images):
             # TensorFlow): a few ROIs of 1000 flip with ulp-level box differences; detections do not
             agreeing = np.abs(probabilities - reference[f"{k}_mrcnn_class"]).max(1) < 1e-10
             assert agreeing.mean() >= 0.99
-            found = detect(logits, deltas, proposals[0], batch.windows[0], **model.detection_settings)
+            found = model.detection_layer(logits, deltas, proposals[0], batch.windows[0])
             expected = reference[f"{k}_detections"]
             assert len(found.boxes) == len(expected)
             assert np.abs(to_normalized(found.boxes, batch.padded_size).numpy() - expected[:, :4]).max() < 1e-12

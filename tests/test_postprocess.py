@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from maskrcnn.frame import PixelFrame
 from maskrcnn.postprocess import detect, expand_boxes, paste_masks, to_original
 
 # ----------------------------------------------------------------------------------------- mask pasting
@@ -118,7 +119,7 @@ def test_expand_boxes():
 
 
 # ----------------------------------------------------------------------------------------- detection layer
-DETECT = dict(std_dev=(1.0, 1.0, 1.0, 1.0), min_confidence=0.25, nms_threshold=0.5, max_instances=100, min_size=0.0)
+DETECT = dict(std_dev=(1.0, 1.0, 1.0, 1.0), min_confidence=0.25, nms_threshold=0.5, max_instances=100, min_size=0.0, frame=PixelFrame())
 WINDOW = (0, 0, 200, 200)  # (y1, x1, y2, x2)
 
 

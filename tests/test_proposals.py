@@ -3,11 +3,13 @@ import math
 
 import torch
 
-from maskrcnn.proposals import clip_to_window, propose
+from maskrcnn.boxes import clip_to_window
+from maskrcnn.frame import PixelFrame
+from maskrcnn.proposals import propose
 from maskrcnn.rpn import RPNOutput
 
 SETTINGS = dict(pre_nms_limit=1000, pre_nms_per_level=True, nms_threshold=0.7, nms_per_level=True,
-                post_nms_limit=1000, min_size=0.0, std_dev=(1.0, 1.0, 1.0, 1.0))
+                post_nms_limit=1000, min_size=0.0, std_dev=(1.0, 1.0, 1.0, 1.0), frame=PixelFrame())
 BIG_WINDOW = (0, 0, 1000, 1000)  # (y1, x1, y2, x2)
 
 # Five anchors far apart from each other (no overlap: NMS keeps all).

@@ -12,11 +12,11 @@ from torchvision.ops import batched_nms as torchvision_batched_nms
 from torchvision.ops import roi_align
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from maskrcnn import Config, MaskRCNN
 from maskrcnn import backbone as backbone_module
 from maskrcnn.backbone import CHANNELS_LAST_TRAINING_MIN_PIXELS, FPN, Backbone, ResNetTrunk, channels_last_pays, conv_bn, is_foldable
 from maskrcnn.cpu import has_avx512
 from maskrcnn.mask_head import MaskHead
-from maskrcnn.model import roi_features
 from maskrcnn.nms import batched_nms
 from maskrcnn.roi_align import PyramidROIAlign
 
@@ -119,10 +119,11 @@ def test_channels_last_backbone_equals_contiguous():
     assert not expected[0].is_contiguous(memory_format=torch.channels_last)
     for g, e in zip(got, expected):
         assert_close(g, e)
-    for channels_last in (False, True):
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        assert all(level.is_contiguous(memory_format=layout) for level in roi_features(got, channels_last))
-        assert all(torch.equal(a, b) for a, b in zip(roi_features(got, channels_last), got[:4]))
+    # the ROI heads read P2..P5 channels-last for roi_align_cpu (fixed sampling), contiguous for torchvision's op
+    for sampling_ratio, layout in ((2, torch.channels_last), (0, torch.contiguous_format)):
+        model = MaskRCNN(Config.demo(roi_sampling_ratio=sampling_ratio))
+        assert all(level.is_contiguous(memory_format=layout) for level in model.roi_features(got))
+        assert all(torch.equal(a, b) for a, b in zip(model.roi_features(got), got[:4]))
 
 
 def test_channels_last_rule_for_training():

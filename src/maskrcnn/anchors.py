@@ -8,10 +8,10 @@ order in which the RPN head flattens its outputs.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+from .frame import PixelFrame
 
 
 def cell_anchors(scale: float, ratios, round_to_pixels: bool) -> Tensor:
@@ -47,9 +47,10 @@ class AnchorGenerator:
     """
 
     def __init__(self, *, scales, ratios, strides, anchor_stride: int, round_to_pixels: bool, stride_from_feature_size: bool,
-                 box_convention: str = "pixels"):
+                 frame: PixelFrame | None = None):
+        """frame: the box frame the anchors are made in (`frame.PixelFrame` when None)."""
         self.scales = tuple(scales)
-        self.box_convention = box_convention
+        self.frame = frame if frame is not None else PixelFrame()
         self.ratios = tuple(ratios)
         self.strides = tuple(strides)
         self.anchor_stride = anchor_stride
@@ -76,15 +77,6 @@ class AnchorGenerator:
             for scale, size, stride in zip(self.scales, feature_sizes, self.level_strides(feature_sizes, image_size)):
                 cell = cell_anchors(scale, self.ratios, self.round_to_pixels).to(dtype)
                 level = grid_anchors(cell, size, stride, self.anchor_stride)
-                if self.box_convention == "matterport":  # matterport's normalised (H - 1) convention, float32-rounded
-                    from .normalized_frame import anchors_in_frame
-
-                    level = anchors_in_frame(level, image_size)
-                levels.append(level.to(device))
+                levels.append(self.frame.from_pixels(level).to(device))
             self._cache[key] = levels
         return self._cache[key]
-
-
-def anchor_count(image_size: tuple[int, int], strides, ratios_per_location: int) -> int:
-    """Number of anchors over all levels for an image whose sides are multiples of the largest stride."""
-    return sum(math.ceil(image_size[0] / s) * math.ceil(image_size[1] / s) * ratios_per_location for s in strides)

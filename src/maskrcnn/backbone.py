@@ -8,8 +8,6 @@ C2..C5 have strides 4, 8, 16, 32; P2..P5 the same with F channels; P6 is P5 subs
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -17,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .cpu import has_avx512
+from .layers import norm_layer
 
 # Output channels of C2..C5 for each trunk.
 TRUNK_CHANNELS = {
@@ -25,11 +24,6 @@ TRUNK_CHANNELS = {
     "resnet50": (256, 512, 1024, 2048),
     "resnet101": (256, 512, 1024, 2048),
 }
-
-
-def norm_layer(train_bn: bool, eps: float):
-    """Batch norm that learns (train_bn) or frozen (statistics and affine fixed, as for batches of 1-2 images)."""
-    return functools.partial(nn.BatchNorm2d if train_bn else FrozenBatchNorm2d, eps=eps)
 
 
 class ResNetTrunk(nn.Module):
@@ -144,12 +138,13 @@ class FPN(nn.Module):
 class Backbone(nn.Module):
     """Trunk + FPN: images (N, 3, H, W) -> [P2, P3, P4, P5, P6]."""
 
-    def __init__(self, trunk: nn.Module, fpn: FPN):
+    def __init__(self, trunk: nn.Module, fpn: FPN, *, channels_last: bool = True):
+        """channels_last: whether the CPU convolutions may run in channels-last where that pays
+        (`channels_last_pays`); the matterport layout keeps the contiguous layout (see `Layout`)."""
         super().__init__()
         self.trunk = trunk
         self.fpn = fpn
-
-    channels_last = True  # build_backbone turns it off for the matterport layout
+        self.channels_last = channels_last
 
     def forward(self, images: Tensor) -> list[Tensor]:
         # Tracing for ONNX export stays contiguous: traced channels-last broke the full-size export parity (tests/test_export.py).
@@ -179,16 +174,8 @@ def channels_last_pays(images: Tensor, grad_enabled: bool) -> bool:
     return has_avx512() and images.shape[-2] * images.shape[-1] >= CHANNELS_LAST_TRAINING_MIN_PIXELS
 
 
-def build_backbone(*, name: str, layout: str, fpn_channels: int, fpn_norm: str, train_bn: bool, eps: float) -> Backbone:
-    if layout == "matterport":
-        from .matterport_resnet import MatterportResNet
-
-        trunk = MatterportResNet(name, train_bn=train_bn, eps=eps)
-    else:
-        trunk = ResNetTrunk(name, train_bn=train_bn, eps=eps)
-    backbone = Backbone(trunk, FPN(trunk.out_channels, fpn_channels, fpn_norm))
-    # matterport's reference detections hinge on crop_and_resize samples that land exactly on the feature
-    # map's edge; channels-last convolutions sum in another order, move those by an ulp and flip a few ROIs
-    # (tests/test_matterport.py, float64). Its layout keeps the contiguous layout.
-    backbone.channels_last = layout != "matterport"
-    return backbone
+def build_backbone(*, trunk: type[nn.Module], name: str, fpn_channels: int, fpn_norm: str, train_bn: bool, eps: float,
+                   channels_last: bool = True) -> Backbone:
+    """trunk: ResNetTrunk, or the matterport layout's MatterportResNet (same constructor)."""
+    trunk_module = trunk(name, train_bn=train_bn, eps=eps)
+    return Backbone(trunk_module, FPN(trunk_module.out_channels, fpn_channels, fpn_norm), channels_last=channels_last)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .backbone import norm_layer
 from .boxes import encode_deltas
+from .layers import norm_layer
 from .matching import label_anchors, sample_labels
 from .structures import NEGATIVE, POSITIVE
 

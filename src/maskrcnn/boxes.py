@@ -88,7 +88,11 @@ def keep_min_size(boxes: Tensor, min_size: float) -> Tensor:
     return torch.where((widths >= min_size) & (heights >= min_size))[0]
 
 
-def scale_boxes(boxes: Tensor, scale_x: float, scale_y: float) -> Tensor:
-    """Multiply x coordinates of (..., 4) boxes by scale_x and y coordinates by scale_y."""
-    factors = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
-    return boxes * factors
+def clip_to_window(boxes: Tensor, window: tuple[float, float, float, float]) -> Tensor:
+    """Clip (..., 4) boxes to window (y1, x1, y2, x2): the real image inside the padded batch."""
+    y1, x1, y2, x2 = window
+    if y1 == 0 and x1 == 0:
+        return clip_boxes(boxes, y2, x2)
+    x = boxes[..., 0::2].clamp(min=x1, max=x2)
+    y = boxes[..., 1::2].clamp(min=y1, max=y2)
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)

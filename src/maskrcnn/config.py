@@ -29,11 +29,17 @@ class Config:
     # ---------------------------------------------------------------- classes
     num_classes: int = 81  # counts the background class 0 (matterport NUM_CLASSES, torchvision num_classes)
 
+    # ---------------------------------------------------------------- layout
+    # Whose arithmetic the model follows where the two references differ (maskrcnn.layout):
+    # "torchvision": torchvision's ResNet, bilinear resize of the float image, pixel boxes (far corner one
+    # past the box), roi_align with FPN's level rule;
+    # "matterport": the seed's Keras ResNet (stride on the first 1x1 conv, conv biases), skimage's resize of
+    # the uint8 image, its normalised (H - 1) box convention and delta arithmetic, proposals clipped to the
+    # padded image, TensorFlow's crop_and_resize, unmold_detections (whole-pixel boxes, skimage mask resize)
+    layout: str = "torchvision"
+
     # ---------------------------------------------------------------- backbone
     backbone: str = "resnet50"  # one of BACKBONES
-    # "torchvision": torchvision's ResNet (stride on the 3x3 conv, no conv bias, BN eps 1e-5);
-    # "matterport": the seed's Keras ResNet (stride on the first 1x1 conv, conv biases, BN eps 1e-3)
-    backbone_layout: str = "torchvision"
     backbone_strides: tuple = (4, 8, 16, 32, 64)  # pixels per feature cell of P2..P6
     fpn_channels: int = 256  # matterport TOP_DOWN_PYRAMID_SIZE
     fpn_norm: str = "none"  # "none" or "batch" (torchvision's v2 FPN has batch norm)
@@ -95,14 +101,6 @@ class Config:
     # "all": every class whose score passes is a candidate (torchvision); "argmax": only the best class (matterport)
     detection_class_mode: str = "all"
     mask_threshold: float = 0.5
-    # "roi_align": torchvision's roi_align with FPN's level rule; "crop_and_resize": TensorFlow's crop_and_resize
-    # (one sample per cell, both box edges sampled, zero outside) with matterport's level rule (crop_and_resize.py)
-    roi_align_method: str = "roi_align"
-    # "pixels": a box's far corner lies one past it; "matterport": matterport's normalised (H - 1) convention kept
-    # in pixels (far corner on the box's last pixel), with its delta arithmetic, float32 anchors, proposals
-    # clipped to the padded image, and its unmold_detections: boxes rounded to whole pixels, empty ones
-    # dropped, masks resized with skimage's resize (normalized_frame.py)
-    box_convention: str = "pixels"
 
     # ---------------------------------------------------------------- images
     image_resize_mode: str = "shorter_side"  # "shorter_side" (torchvision), "square" (matterport), "none"
@@ -111,9 +109,6 @@ class Config:
     image_size_divisor: int = 32  # the padded batch is a multiple of this
     pixel_mean: tuple = (0.485, 0.456, 0.406)  # on the [0, 1] scale
     pixel_std: tuple = (0.229, 0.224, 0.225)
-    # "bilinear": resize the normalised float image; "skimage": matterport's resize of the uint8 image
-    # (skimage's order-1 resize truncated back to uint8, black padding, then normalised; skimage_resize.py)
-    image_resize_method: str = "bilinear"
     use_mini_mask: bool = False
     mini_mask_shape: tuple = (56, 56)
 
@@ -154,8 +149,8 @@ class Config:
         """The seed's configuration (matterport's `Config` defaults)."""
         settings = dict(
             num_classes=num_classes,
+            layout="matterport",
             backbone="resnet101",
-            backbone_layout="matterport",
             batch_norm_eps=1e-3,
             rpn_conv_channels=512,
             rpn_objectness="softmax",
@@ -183,9 +178,6 @@ class Config:
             pixel_mean=(123.7 / 255, 116.8 / 255, 103.9 / 255),
             pixel_std=(1 / 255, 1 / 255, 1 / 255),  # matterport subtracts the mean pixel and does not scale
             use_mini_mask=True,
-            image_resize_method="skimage",
-            box_convention="matterport",
-            roi_align_method="crop_and_resize",
             learning_rate=0.001,
             lr_warmup_steps=0,
         )
@@ -275,17 +267,14 @@ class Config:
             raise ConfigError(f"config field {name!r} = {getattr(self, name)!r}: {message}")
 
         choices = {
+            "layout": ("torchvision", "matterport"),
             "backbone": BACKBONES,
-            "backbone_layout": ("torchvision", "matterport"),
             "fpn_norm": ("none", "batch"),
             "rpn_objectness": ("sigmoid", "softmax"),
             "box_head": ("fc", "conv", "conv4fc"),
             "mask_head_norm": ("none", "batch"),
             "detection_class_mode": ("all", "argmax"),
             "image_resize_mode": ("shorter_side", "square", "none"),
-            "image_resize_method": ("bilinear", "skimage"),
-            "box_convention": ("pixels", "matterport"),
-            "roi_align_method": ("roi_align", "crop_and_resize"),
             "optimizer": ("sgd", "adamw"),
             "lr_schedule": ("step", "cosine", "constant"),
         }
@@ -352,6 +341,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
+        data = _layout_from_former_fields(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -395,3 +385,35 @@ class Config:
             raise ConfigError(f"{path}: {error}") from None
         except TypeError as error:
             raise ConfigError(f"{path}: {error}") from None
+
+
+# Configs written before `layout` existed (saved models, ONNX metadata) name the layout in four fields.
+FORMER_LAYOUT_FIELDS = {
+    "backbone_layout": {"torchvision": "torchvision", "matterport": "matterport"},
+    "box_convention": {"pixels": "torchvision", "matterport": "matterport"},
+    "roi_align_method": {"roi_align": "torchvision", "crop_and_resize": "matterport"},
+    "image_resize_method": {"bilinear": "torchvision", "skimage": "matterport"},
+}
+
+
+def _layout_from_former_fields(data: dict) -> dict:
+    """`data` with the four former layout fields replaced by `layout`; a mix of the two layouts was never
+    tested against either reference and is refused."""
+    former = {name: data[name] for name in FORMER_LAYOUT_FIELDS if name in data}
+    if not former:
+        return data
+    implied = {}
+    for name, value in former.items():
+        if value not in FORMER_LAYOUT_FIELDS[name]:
+            raise ConfigError(f"config field {name!r} = {value!r}: must be one of {', '.join(map(repr, FORMER_LAYOUT_FIELDS[name]))}")
+        implied[name] = FORMER_LAYOUT_FIELDS[name][value]
+    if "layout" in data:
+        implied["layout"] = data["layout"]
+    if len(set(implied.values())) > 1:
+        raise ConfigError(
+            "config fields " + ", ".join(f"{k}={data[k]!r}" for k in implied)
+            + " mix the torchvision and matterport layouts, which no reference was tested with; set layout: "
+            "torchvision or layout: matterport instead"
+        )
+    rest = {k: v for k, v in data.items() if k not in FORMER_LAYOUT_FIELDS}
+    return {**rest, "layout": next(iter(implied.values()))}

@@ -25,6 +25,7 @@ branches on `boxes.numel() > 4000` and on `boxes.numel() == 0`, and it needs `on
 `onnx` extra does not install. Tracing records shapes as graph values (`tensor.shape[i]` is a traced
 tensor), so the graph follows the input's size; the few places where the PyTorch code takes a Python
 decision on a size (per-level top-k counts, skipping an empty pyramid level) check `torch.jit.is_tracing()`.
+The graph is `MaskRCNN.find_instances`, the same code `predict` runs.
 """
 from __future__ import annotations
 
@@ -39,10 +40,8 @@ from torch import Tensor, nn
 
 from .config import Config
 from .errors import MissingDependencyError
-from .postprocess import detect, to_detections
-from .model import build_preprocessor
-from .preprocess import to_image_tensor
-from .proposals import propose
+from .layout import build_preprocessor, layout_of
+from .preprocess import to_image_tensors
 from .structures import Detections
 
 INPUT_NAMES = ("image", "window", "min_confidence")
@@ -64,35 +63,18 @@ def _require(module: str):
 
 
 class InferenceGraph(nn.Module):
-    """What the ONNX file computes: the steps of `MaskRCNN._predict` between pre- and post-processing, for one
-    preprocessed image, written so that tracing keeps every size dynamic."""
+    """What the ONNX file computes: `MaskRCNN.find_instances` for one preprocessed image, with the window and
+    the score threshold as graph inputs."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, image: Tensor, window: Tensor, min_confidence: Tensor):
-        pyramid, found = self.find(image, window, min_confidence)
-        mask_logits = self.model.mask_head(self.model.mask_roi_align(pyramid[:4], [found.boxes]))  # (D, C, M, M)
-        # mask_head.select_class indexes with arange(len(labels)), which tracing would freeze to the example's D
-        rows = torch.arange(found.labels.shape[0], device=image.device)
-        mask_probs = torch.sigmoid(mask_logits[rows, found.labels])  # (D, M, M)
-        return found.boxes, found.labels, found.scores, mask_probs
-
-    def find(self, image: Tensor, window: Tensor, min_confidence: Tensor):
-        """Everything before the mask head: ([P2..P6], BoxDetections with (D, 4) boxes in the padded frame)."""
-        m = self.model
-        padded_size = image.shape[-2:]  # traced: the graph follows the input's size
-        pyramid = m.backbone(image[None])  # [P2..P6], each (1, F, Hl, Wl)
-        rpn_out = m.rpn(pyramid)
-        sizes = [p.shape[-2:] for p in pyramid]
-        anchors = torch.cat(m.anchor_generator(sizes, padded_size, image.dtype, image.device))  # (L, 4)
         bounds = window.to(image.dtype)
-        window_tuple = (bounds[0], bounds[1], bounds[2], bounds[3])  # y1 x1 y2 x2 as graph values, not constants
-        proposals = propose(rpn_out, anchors, [window_tuple], image_size=padded_size, **m.inference_proposals)  # [(R, 4)]
-        class_logits, deltas = m.box_head(m.box_roi_align(pyramid[:4], proposals))  # (R, C), (R, C, 4)
-        settings = dict(m.detection_settings, min_confidence=min_confidence)
-        return pyramid, detect(class_logits, deltas, proposals[0], window_tuple, **settings)
+        window_values = (bounds[0], bounds[1], bounds[2], bounds[3])  # y1 x1 y2 x2 as graph values, not constants
+        [(found, mask_probs)] = self.model.find_instances(image[None], [window_values], min_confidence)
+        return found.boxes, found.labels, found.scores, mask_probs  # (D, 4), (D,), (D,), (D, M, M)
 
 
 def _example_input(graph: InferenceGraph) -> tuple[Tensor, Tensor, Tensor]:
@@ -107,8 +89,8 @@ def _example_input(graph: InferenceGraph) -> tuple[Tensor, Tensor, Tensor]:
     generator = torch.Generator().manual_seed(0)
     batch = graph.model.preprocessor([torch.rand(3, height, width, generator=generator)])
     image, window = batch.tensor[0], torch.tensor(batch.windows[0], dtype=torch.int64)
-    _, found = graph.find(image, window, torch.tensor(0.0))
-    kth = float(found.scores[min(3, len(found.scores)) - 1]) if len(found.scores) else 0.0
+    _, _, scores, _ = graph(image, window, torch.tensor(0.0))
+    kth = float(scores[min(3, len(scores)) - 1]) if len(scores) else 0.0
     return image, window, torch.tensor(max(kth - 1e-6, 0.0))
 
 
@@ -193,28 +175,21 @@ class OnnxPredictor:
         self.config = Config.from_dict(json.loads(metadata["maskrcnn.config"]))
         self.class_names: list[str] = json.loads(metadata["maskrcnn.class_names"])
         self.preprocessor = build_preprocessor(self.config)
+        self.frame = layout_of(self.config).frame
 
     def predict(self, images, *, score_threshold: float | None = None) -> list[Detections]:
         """Detections for each image (list, numpy (H, W, 3) uint8 or tensors (3, H, W) in [0, 1])."""
-        if isinstance(images, Tensor) and images.dim() == 4:
-            images = list(images)
-        elif not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("no images given")
         threshold = self.config.detection_min_confidence if score_threshold is None else score_threshold
         results = []
-        for index, image in enumerate(images):
-            tensor = to_image_tensor(image, index).to(device="cpu", dtype=torch.float32)
-            batch = self.preprocessor([tensor])  # (1, 3, Hp, Wp)
+        for tensor in to_image_tensors(images):
+            batch = self.preprocessor([tensor.to(device="cpu", dtype=torch.float32)])  # (1, 3, Hp, Wp)
             boxes, labels, scores, mask_probs = self.session.run(list(OUTPUT_NAMES), {
                 "image": batch.tensor[0].numpy(),
                 "window": np.asarray(batch.windows[0], dtype=np.int64),
                 "min_confidence": np.asarray(threshold, dtype=np.float32),
             })
-            results.append(to_detections(
+            results.append(self.frame.to_detections(
                 torch.from_numpy(boxes), torch.from_numpy(labels), torch.from_numpy(scores), torch.from_numpy(mask_probs),
-                batch.windows[0], batch.padded_size, batch.original_sizes[0],
-                box_convention=self.config.box_convention, mask_threshold=self.config.mask_threshold,
+                batch.windows[0], batch.padded_size, batch.original_sizes[0], self.config.mask_threshold,
             ))
         return results

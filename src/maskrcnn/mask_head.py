@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from .backbone import norm_layer
+from .layers import norm_layer
 
 
 class MaskHead(nn.Module):
@@ -55,7 +55,8 @@ def sample_mask_rois(num_positive: int, limit: int, device=None) -> Tensor:
 
 def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:
     """(D, C, M, M) logits and (D,) labels -> (D, M, M) logits of each ROI's class."""
-    return mask_logits[torch.arange(len(labels), device=labels.device), labels]
+    # labels.shape[0], not len(labels): a traced graph (ONNX export) keeps the count dynamic
+    return mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
 
 
 @torch.no_grad()
@@ -79,7 +80,7 @@ def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: 
             ((rois[:, 0] - frame[:, 0]) * scale_x, (rois[:, 1] - frame[:, 1]) * scale_y,
              (rois[:, 2] - frame[:, 0]) * scale_x, (rois[:, 3] - frame[:, 1]) * scale_y), dim=1)
     # roi_align's batch index picks each ROI's ground truth, so the G masks are not copied once per ROI
-    # (P copies of a full-image float mask: ~0.4 GB per 800x1066 image at 128 positives; issue 6).
+    # (P copies of a full-image float mask: ~0.4 GB per 800x1066 image at 128 positives).
     index = matched_gt.to(rois.dtype)[:, None]  # (P, 1)
     cut = roi_align(masks, torch.cat((index, boxes), dim=1), mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
     return (cut[:, 0] >= 0.5).to(torch.float32)  # (P, M, M)

@@ -1,12 +1,16 @@
-"""MaskRCNN: the steps of DESIGN.md's data flow wired in order.
+"""MaskRCNN: the steps of the data flow (preprocess, backbone, RPN, proposals, ROI heads, detections,
+masks, postprocess) wired in order.
 
 `model(images, targets)` always returns the five losses; `model.predict(images)` always returns one
-Detections per image (STYLE.md rule 9). The config is read here and nowhere else (rule 1).
+Detections per image. The config is read here and nowhere else: the stages get plain keyword arguments,
+and the layout (`maskrcnn.layout`) is chosen once, here, as objects handed to the stages.
 
 Shape letters:
     N: images; L: anchors; R: ROIs; D: detections; C: classes; M: mask size (28)
 """
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -15,33 +19,19 @@ from .anchors import AnchorGenerator
 from .backbone import build_backbone
 from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
 from .config import Config
+from .layout import build_preprocessor, layout_of
 from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, sample_mask_rois, select_class
-from .postprocess import detect, to_detections, to_original
-from .preprocess import ImageBatch, Preprocessor, to_image_tensor
+from .postprocess import BoxDetections, detect, to_original
+from .preprocess import ImageBatch, to_image_tensors
 from .proposals import propose
-from .roi_align import PyramidROIAlign
 from .rpn import RPNHead, rpn_bbox_loss, rpn_class_loss, rpn_targets
 from .structures import Detections
 
 
-def build_preprocessor(c: Config) -> Preprocessor:
-    """The pre-processing of a config (also rebuilt by export.OnnxPredictor from an ONNX file's metadata)."""
-    return Preprocessor(
-        resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
-        size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
-        resize_method=c.image_resize_method,
-    )
-
-
-def roi_features(pyramid: list[Tensor], channels_last: bool) -> list[Tensor]:
-    """P2..P5 for the ROI heads, in the layout their ROIAlign reads: channels-last for roi_align_cpu, plain
-    (N, F, H, W) for torchvision's roi_align.
-
-    Either would copy a level in the other layout on each of its calls; copying once here serves both the
-    box and the mask head (issue 6).
-    """
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return [level.contiguous(memory_format=layout) for level in pyramid[:4]]
+def per_image(values: Tensor, counts: list[int]) -> list[Tensor]:
+    """Split a tensor over all images' rows into one per image. One image keeps the tensor whole, so a
+    traced graph (ONNX export, one image) keeps its row count dynamic."""
+    return [values] if len(counts) == 1 else list(values.split(counts))
 
 
 class MaskRCNN(nn.Module):
@@ -53,26 +43,25 @@ class MaskRCNN(nn.Module):
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {c.num_classes} (background included)")
         self.class_names = list(class_names) if class_names else ["BG"] + [f"class_{i}" for i in range(1, c.num_classes)]
 
+        layout = layout_of(c)
+        self.frame = layout.frame  # the box arithmetic every stage below is handed
         self.preprocessor = build_preprocessor(c)
         self.backbone = build_backbone(
-            name=c.backbone, layout=c.backbone_layout, fpn_channels=c.fpn_channels, fpn_norm=c.fpn_norm,
-            train_bn=c.train_bn, eps=c.batch_norm_eps,
+            trunk=layout.trunk, name=c.backbone, fpn_channels=c.fpn_channels, fpn_norm=c.fpn_norm,
+            train_bn=c.train_bn, eps=c.batch_norm_eps, channels_last=layout.channels_last,
         )
         self.anchor_generator = AnchorGenerator(
             scales=c.anchor_scales, ratios=c.anchor_ratios, strides=c.backbone_strides, anchor_stride=c.anchor_stride,
-            round_to_pixels=c.anchor_round, stride_from_feature_size=c.anchor_stride_from_feature_size,
-            box_convention=c.box_convention,
+            round_to_pixels=c.anchor_round, stride_from_feature_size=c.anchor_stride_from_feature_size, frame=self.frame,
         )
         self.rpn = RPNHead(
             in_channels=c.fpn_channels, conv_channels=c.rpn_conv_channels, conv_depth=c.rpn_conv_depth,
             anchors_per_location=len(c.anchor_ratios), objectness=c.rpn_objectness,
         )
-        roi_settings = dict(
-            strides=c.backbone_strides[:4], sampling_ratio=c.roi_sampling_ratio,
-            canonical_size=c.roi_canonical_size, canonical_level=c.roi_canonical_level, method=c.roi_align_method,
-        )
-        self.box_roi_align = PyramidROIAlign(output_size=c.pool_size, **roi_settings)
-        self.mask_roi_align = PyramidROIAlign(output_size=c.mask_pool_size, **roi_settings)
+        pooler = partial(layout.pooler, strides=c.backbone_strides[:4], sampling_ratio=c.roi_sampling_ratio,
+                         canonical_size=c.roi_canonical_size, canonical_level=c.roi_canonical_level)
+        self.box_roi_align = pooler(output_size=c.pool_size)
+        self.mask_roi_align = pooler(output_size=c.mask_pool_size)
         self.box_head = BoxHead(
             in_channels=c.fpn_channels, pool_size=c.pool_size, hidden=c.box_head_channels, num_classes=c.num_classes,
             form=c.box_head, train_bn=c.train_bn, eps=c.batch_norm_eps,
@@ -81,26 +70,28 @@ class MaskRCNN(nn.Module):
             in_channels=c.fpn_channels, channels=c.mask_head_channels, num_classes=c.num_classes,
             norm=c.mask_head_norm, train_bn=c.train_bn, eps=c.batch_norm_eps,
         )
-        proposal_settings = dict(
-            pre_nms_per_level=c.rpn_pre_nms_per_level, nms_threshold=c.rpn_nms_threshold,
+
+        # The proposal layer, the detection layer and the two target makers: functions with the config's
+        # settings bound, called below as one line each.
+        proposal_layer = partial(
+            propose, frame=self.frame, pre_nms_per_level=c.rpn_pre_nms_per_level, nms_threshold=c.rpn_nms_threshold,
             nms_per_level=c.rpn_nms_per_level, min_size=c.rpn_min_size, std_dev=c.rpn_bbox_std_dev,
-            box_convention=c.box_convention,
         )
-        self.training_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_training, post_nms_limit=c.post_nms_rois_training)
-        self.inference_proposals = dict(proposal_settings, pre_nms_limit=c.rpn_pre_nms_limit_inference, post_nms_limit=c.post_nms_rois_inference)
-        self.detection_settings = dict(
-            std_dev=c.bbox_std_dev, min_confidence=c.detection_min_confidence, nms_threshold=c.detection_nms_threshold,
-            max_instances=c.detection_max_instances, min_size=c.detection_min_size, class_mode=c.detection_class_mode,
-            box_convention=c.box_convention,
+        self.propose_training = partial(proposal_layer, pre_nms_limit=c.rpn_pre_nms_limit_training, post_nms_limit=c.post_nms_rois_training)
+        self.propose_inference = partial(proposal_layer, pre_nms_limit=c.rpn_pre_nms_limit_inference, post_nms_limit=c.post_nms_rois_inference)
+        self.detection_layer = partial(
+            detect, frame=self.frame, std_dev=c.bbox_std_dev, min_confidence=c.detection_min_confidence,
+            nms_threshold=c.detection_nms_threshold, max_instances=c.detection_max_instances,
+            min_size=c.detection_min_size, class_mode=c.detection_class_mode,
         )
-        self.box_convention = c.box_convention
-        self.rpn_target_settings = dict(
-            positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou, anchors_per_image=c.rpn_train_anchors_per_image,
-            positive_fraction=c.rpn_positive_fraction, std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors,
+        self.rpn_targets = partial(
+            rpn_targets, positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou,
+            anchors_per_image=c.rpn_train_anchors_per_image, positive_fraction=c.rpn_positive_fraction,
+            std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors,
         )
-        self.detection_target_settings = dict(
-            rois_per_image=c.train_rois_per_image, positive_ratio=c.roi_positive_ratio, positive_iou=c.roi_positive_iou,
-            negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev,
+        self.detection_targets = partial(
+            detection_targets, rois_per_image=c.train_rois_per_image, positive_ratio=c.roi_positive_ratio,
+            positive_iou=c.roi_positive_iou, negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev,
         )
         self.mask_threshold = c.mask_threshold
         self.mask_rois_per_image = c.mask_rois_per_image
@@ -118,19 +109,20 @@ class MaskRCNN(nn.Module):
 
     def prepare_images(self, images) -> list[Tensor]:
         """Check and convert the inputs to (3, H, W) tensors on the model's device and dtype."""
-        if isinstance(images, (Tensor,)) and images.dim() == 4:
-            images = list(images)
-        elif not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("no images given")
-        return [to_image_tensor(image, i).to(device=self.device, dtype=self.dtype) for i, image in enumerate(images)]
+        return [image.to(device=self.device, dtype=self.dtype) for image in to_image_tensors(images)]
 
-    def anchors_for(self, pyramid: list[Tensor], batch: ImageBatch) -> Tensor:
-        """(L, 4) anchors over all levels for this batch's padded size, in the model's dtype (under bfloat16
-        autocast the pyramid is bfloat16, while anchors, targets and proposals stay in float32)."""
+    def anchors_for(self, pyramid: list[Tensor], padded_size: tuple[int, int]) -> Tensor:
+        """(L, 4) anchors over all levels for a padded batch, in the model's dtype (under bfloat16 autocast
+        the pyramid is bfloat16, while anchors, targets and proposals stay in float32)."""
         sizes = [tuple(p.shape[-2:]) for p in pyramid]
-        return torch.cat(self.anchor_generator(sizes, batch.padded_size, self.dtype, pyramid[0].device))
+        return torch.cat(self.anchor_generator(sizes, padded_size, self.dtype, pyramid[0].device))
+
+    def roi_features(self, pyramid: list[Tensor]) -> list[Tensor]:
+        """P2..P5 in the layout the ROI poolers read: channels-last for roi_align_cpu, plain (N, F, H, W)
+        otherwise. Either pooler would copy a level in the other layout on each call; one copy here serves
+        both heads (both poolers share their settings, so the box head's decides)."""
+        layout = torch.channels_last if self.box_roi_align.uses_cpu_kernel(pyramid[0]) else torch.contiguous_format
+        return [level.contiguous(memory_format=layout) for level in pyramid[:4]]
 
     # ------------------------------------------------------------------------------------ training
     def forward(self, images, targets: list[dict]) -> dict[str, Tensor]:
@@ -141,12 +133,12 @@ class MaskRCNN(nn.Module):
         batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
         pyramid = self.backbone(batch.tensor)  # [P2..P6], each (N, F, Hl, Wl)
         rpn_out = self.rpn(pyramid)  # objectness (N, L[, 2]), deltas (N, L, 4)
-        anchors = self.anchors_for(pyramid, batch)  # (L, 4)
-        proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.training_proposals)  # per image (R, 4)
+        anchors = self.anchors_for(pyramid, batch.padded_size)  # (L, 4)
+        proposals = self.propose_training(rpn_out, anchors, batch.windows, image_size=batch.padded_size)  # per image (R, 4)
 
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
-        rpn_goal = rpn_targets(anchors, boxes_in_batch, batch.windows, **self.rpn_target_settings)
-        sampled = detection_targets(proposals, boxes_in_batch, gt_labels, **self.detection_target_settings)
+        rpn_goal = self.rpn_targets(anchors, boxes_in_batch, batch.windows)
+        sampled = self.detection_targets(proposals, boxes_in_batch, gt_labels)
         features = self.roi_features(pyramid)  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, sampled.rois))  # (R, C), (R, C, 4)
 
@@ -157,8 +149,8 @@ class MaskRCNN(nn.Module):
         positive_matches = [matched[pick] for matched, pick in zip(sampled.matched_gt, mask_picks)]  # per image (P,)
         mask_logits = self.mask_head(self.mask_roi_align(features, positive_rois))  # (P, C, M, M)
         goal_masks = torch.cat([
-            mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size, mask_boxes)
-            for i, (masks, rois, matched, mask_boxes) in enumerate(zip(gt_masks, positive_rois, positive_matches, self.mini_mask_boxes(gt_boxes)))
+            mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size)
+            for i, (masks, rois, matched) in enumerate(zip(gt_masks, positive_rois, positive_matches))
         ]).to(mask_logits.device)  # (P, M, M)
 
         losses = {
@@ -169,14 +161,6 @@ class MaskRCNN(nn.Module):
             "mrcnn_mask": mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
         }
         return {name: value * self.loss_weights[name] for name, value in losses.items()}
-
-    def roi_features(self, pyramid: list[Tensor]) -> list[Tensor]:
-        """P2..P5 in the layout the ROIAligns read (both poolers share their settings, so one decides)."""
-        return roi_features(pyramid, self.box_roi_align.uses_cpu_kernel(pyramid[0]))
-
-    def mini_mask_boxes(self, gt_boxes: list[Tensor]) -> list[Tensor | None]:
-        """Where each target's masks lie in the image: None for full-image masks."""
-        return [None] * len(gt_boxes)
 
     def check_targets(self, targets: list[dict], inputs: list[Tensor]):
         if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs):
@@ -204,61 +188,60 @@ class MaskRCNN(nn.Module):
 
     def to_batch_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
         """(G, 4) boxes in original-image pixels -> padded-batch pixels (resize, then shift into the window),
-        in the frame the anchors and proposals use (matterport's: x2, y2 on the box's last pixel)."""
+        in the model's frame (the one its anchors and proposals use)."""
         scale_y, scale_x = batch.scales[index]
         top, left = batch.windows[index][:2]
         factor = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
         shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
-        boxes = boxes * factor + shift
-        if self.box_convention == "matterport":  # else targets would be 1 px larger than matterport's (normalized_frame.py)
-            from .normalized_frame import pixels_to_frame
-
-            boxes = pixels_to_frame(boxes)
-        return boxes
+        return self.frame.from_pixels(boxes * factor + shift)
 
     def to_image_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
-        """(R, 4) boxes in padded-batch pixels (the model's frame, as `to_batch_frame`) -> original-image pixels."""
-        if self.box_convention == "matterport":  # back to pixels, far corner one past the box, as the masks are cut
-            from .normalized_frame import frame_to_pixels
-
-            boxes = frame_to_pixels(boxes)
-        return to_original(boxes, batch.windows[index], batch.original_sizes[index])
+        """(R, 4) boxes in the model's frame of the padded batch -> original-image pixels."""
+        return to_original(self.frame.to_pixels(boxes), batch.windows[index], batch.original_sizes[index])
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, images, *, score_threshold: float | None = None) -> list[Detections]:
         """Detections for each image (list, numpy (H, W, 3) uint8 or tensors (3, H, W) in [0, 1]).
 
-        Runs in eval mode without gradients and puts the module back in its previous mode.
+        Runs in eval mode without gradients and puts every module back in the mode it had (a frozen batch
+        norm inside a training model stays frozen).
         """
-        was_training = self.training
+        modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
-            return self._predict(self.prepare_images(images), score_threshold)
+            inputs = self.prepare_images(images)
+            batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
+            found = self.find_instances(batch.tensor, batch.windows, score_threshold)
+            return [  # boxes back to each original image, masks pasted
+                self.frame.to_detections(boxes.boxes, boxes.labels, boxes.scores, mask_probs, batch.windows[i],
+                                         batch.padded_size, batch.original_sizes[i], self.mask_threshold)
+                for i, (boxes, mask_probs) in enumerate(found)
+            ]
         finally:
-            self.train(was_training)
+            for module, mode in modes:
+                module.training = mode
 
-    def _predict(self, inputs: list[Tensor], score_threshold: float | None) -> list[Detections]:
-        batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
-        pyramid = self.backbone(batch.tensor)  # [P2..P6]
+    def find_instances(self, images: Tensor, windows: list, min_confidence=None) -> list[tuple[BoxDetections, Tensor]]:
+        """The network between pre- and post-processing, for `predict` and for the ONNX graph (export.py).
+
+        images: (N, 3, Hp, Wp) preprocessed; windows: per image (y1, x1, y2, x2) of the image inside them;
+        min_confidence: None for the config's. Returns per image the detections in the padded batch's
+        frame and (D, M, M) mask probabilities of each detection's class.
+        """
+        padded_size = images.shape[-2:]
+        pyramid = self.backbone(images)  # [P2..P6]
         rpn_out = self.rpn(pyramid)
-        anchors = self.anchors_for(pyramid, batch)  # (L, 4)
-        proposals = propose(rpn_out, anchors, batch.windows, image_size=batch.padded_size, **self.inference_proposals)  # per image (R, 4)
+        anchors = self.anchors_for(pyramid, padded_size)  # (L, 4)
+        proposals = self.propose_inference(rpn_out, anchors, windows, image_size=padded_size)  # per image (R, 4)
         features = self.roi_features(pyramid)  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, proposals))  # (R, C), (R, C, 4)
 
-        settings = dict(self.detection_settings)
-        if score_threshold is not None:
-            settings["min_confidence"] = score_threshold
-        per_image = zip(class_logits.split([len(p) for p in proposals]), deltas.split([len(p) for p in proposals]), proposals, batch.windows)
-        found = [detect(logits, d, rois, window, **settings) for logits, d, rois, window in per_image]  # per image (D, 4)
+        threshold = {} if min_confidence is None else {"min_confidence": min_confidence}
+        counts = [len(p) for p in proposals]
+        found = [self.detection_layer(logits, d, rois, window, **threshold)  # per image (D, 4)
+                 for logits, d, rois, window in zip(per_image(class_logits, counts), per_image(deltas, counts), proposals, windows)]
 
         mask_logits = self.mask_head(self.mask_roi_align(features, [f.boxes for f in found]))  # (D, C, M, M)
-        labels = torch.cat([f.labels for f in found])
-        mask_probs = torch.sigmoid(select_class(mask_logits, labels)).split([len(f.boxes) for f in found])  # per image (D, M, M)
-
-        return [  # boxes back to each original image, masks pasted (postprocess.to_detections, shared with export.py)
-            to_detections(f.boxes, f.labels, f.scores, probs, batch.windows[i], batch.padded_size, batch.original_sizes[i],
-                          box_convention=self.box_convention, mask_threshold=self.mask_threshold)
-            for i, (f, probs) in enumerate(zip(found, mask_probs))
-        ]
+        mask_probs = torch.sigmoid(select_class(mask_logits, torch.cat([f.labels for f in found])))  # (D, M, M)
+        return list(zip(found, per_image(mask_probs, [len(f.boxes) for f in found])))

@@ -1,4 +1,5 @@
-"""The detection layer, mask pasting, and the way back to the original image's pixels.
+"""The detection layer, mask pasting, and the way back to the original image's pixels (`frame.PixelFrame`
+puts the last two together per image).
 
 Shape letters:
     R: ROIs of one image; C: classes including background
@@ -8,15 +9,17 @@ Shape letters:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .boxes import decode_deltas, keep_min_size
+from .boxes import clip_to_window, keep_min_size
 from .nms import batched_nms  # torchvision's result, without a full pass per class
-from .proposals import clip_to_window
-from .structures import Detections
+
+if TYPE_CHECKING:  # for the annotation only: frame.PixelFrame finishes with this module's paste_masks
+    from .frame import PixelFrame
 
 
 @dataclass
@@ -40,27 +43,24 @@ def detect(
     max_instances: int,
     min_size: float,
     class_mode: str,
-    box_convention: str = "pixels",
+    frame: PixelFrame,
 ) -> BoxDetections:
     """Decode, threshold, per-class NMS, keep the best (seed section 1.3.1; matterport `refine_detections`).
 
     class_logits: (R, C); deltas: (R, C, 4); rois: (R, 4). class_mode "all" makes every (ROI, class) pair
     above min_confidence a candidate (torchvision); "argmax" only each ROI's best class (matterport).
+    frame: the box arithmetic (`frame.PixelFrame`, or the matterport layout's `MatterportFrame`).
     """
-    decode = decode_deltas
-    if box_convention == "matterport":  # matterport's delta arithmetic, its window in the (H - 1) convention
-        from .normalized_frame import apply_deltas as decode, window_in_frame
-
-        window = window_in_frame(window)
+    window = frame.detection_window(window)
     probabilities = torch.softmax(class_logits, dim=-1)  # (R, C)
     num_classes = probabilities.shape[1]
     if class_mode == "argmax":
         scores, labels = probabilities.max(dim=1)  # (R,)
         class_deltas = deltas[torch.arange(labels.shape[0], device=labels.device), labels]  # (R, 4); shape[0] stays dynamic when traced
-        boxes = clip_to_window(decode(class_deltas, rois, std_dev), window)  # (R, 4)
+        boxes = clip_to_window(frame.decode(class_deltas, rois, std_dev), window)  # (R, 4)
         candidate = torch.where((labels > 0) & (scores >= min_confidence))[0]
     else:
-        boxes = clip_to_window(decode(deltas, rois[:, None, :], std_dev), window)  # (R, C, 4)
+        boxes = clip_to_window(frame.decode(deltas, rois[:, None, :], std_dev), window)  # (R, C, 4)
         labels = torch.arange(num_classes, device=class_logits.device).expand_as(probabilities)
         # Drop the background column, then treat every (ROI, class) pair as a candidate, ROI-major.
         boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), probabilities[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
@@ -123,22 +123,3 @@ def to_original(boxes: Tensor, window: tuple[int, int, int, int], original_size:
     shift = torch.tensor([x1, y1, x1, y1], dtype=boxes.dtype, device=boxes.device)
     factor = torch.tensor([ratio_x, ratio_y, ratio_x, ratio_y], dtype=boxes.dtype, device=boxes.device)
     return (boxes - shift) * factor
-
-
-def to_detections(boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window: tuple[int, int, int, int],
-                  padded_size: tuple[int, int], original_size: tuple[int, int], *, box_convention: str, mask_threshold: float) -> Detections:
-    """One image's detections in padded-batch pixels -> Detections in the original image's pixels.
-
-    boxes: (D, 4); labels, scores: (D,); mask_probs: (D, M, M) of each detection's class. Boxes go back to the
-    original image and masks are pasted there ("matterport": its unmold_detections, whole pixels, empty boxes
-    dropped). Shared by MaskRCNN.predict and the ONNX predictor (export.py), so both finish the same way.
-    """
-    height, width = original_size
-    if box_convention == "matterport":
-        from .normalized_frame import unmold_detections
-
-        boxes, scores, labels, masks = unmold_detections(boxes, scores, labels, mask_probs, window, padded_size, original_size, mask_threshold)
-        return Detections(boxes.float(), labels, scores.float(), masks)
-    boxes = to_original(boxes, window, original_size)  # (D, 4) original pixels
-    masks = paste_masks(mask_probs, boxes, height, width, mask_threshold)  # (D, H, W) bool
-    return Detections(boxes.float(), labels, scores.float(), masks)

@@ -65,13 +65,23 @@ def to_image_tensor(image, index: int) -> Tensor:
     return tensor
 
 
+def to_image_tensors(images) -> list[Tensor]:
+    """The inputs of `predict` (one image, a list of them, or an (N, 3, H, W) tensor) -> a list of (3, H, W)
+    float tensors in [0, 1] (`to_image_tensor`)."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("no images given")
+    return [to_image_tensor(image, index) for index, image in enumerate(images)]
+
+
 class Preprocessor:
     """Normalise, resize and pad images into an ImageBatch (matterport `mold_image`, torchvision's transform)."""
 
-    def __init__(self, *, resize_mode: str, min_dim: int, max_dim: int, size_divisor: int, pixel_mean, pixel_std,
-                 resize_method: str = "bilinear"):
+    def __init__(self, *, resize_mode: str, min_dim: int, max_dim: int, size_divisor: int, pixel_mean, pixel_std):
         self.resize_mode = resize_mode
-        self.resize_method = resize_method
         self.min_dim = min_dim
         self.max_dim = max_dim
         self.size_divisor = size_divisor
@@ -91,10 +101,6 @@ class Preprocessor:
 
     def __call__(self, images: list[Tensor]) -> ImageBatch:
         """images: (3, H, W) float tensors in [0, 1], already on the model's device and dtype."""
-        if self.resize_method == "skimage":  # matterport resizes the uint8 image with skimage (skimage_resize.py)
-            from .skimage_resize import mold_uint8
-
-            return mold_uint8(self, images)
         resized, scales, sizes = [], [], []
         for image in images:
             height, width = image.shape[-2:]

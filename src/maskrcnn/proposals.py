@@ -13,19 +13,10 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-from .boxes import clip_boxes, decode_deltas, keep_min_size
+from .boxes import clip_to_window, keep_min_size
+from .frame import PixelFrame
 from .nms import batched_nms
 from .rpn import RPNOutput
-
-
-def clip_to_window(boxes: Tensor, window: tuple[float, float, float, float]) -> Tensor:
-    """Clip (..., 4) boxes to window (y1, x1, y2, x2): the real image inside the padded batch."""
-    y1, x1, y2, x2 = window
-    if y1 == 0 and x1 == 0:
-        return clip_boxes(boxes, y2, x2)
-    x = boxes[..., 0::2].clamp(min=x1, max=x2)
-    y = boxes[..., 1::2].clamp(min=y1, max=y2)
-    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
 def top_count(limit: int, available):
@@ -49,13 +40,14 @@ def propose(
     post_nms_limit: int,
     min_size: float,
     std_dev,
-    box_convention: str = "pixels",
+    frame: PixelFrame,
     image_size: tuple[int, int] | None = None,
 ) -> list[Tensor]:
     """Proposals per image, (R, 4) x1 y1 x2 y2 in padded-batch pixels, by decreasing objectness.
 
-    anchors: (L, 4), the same for every image of the batch. box_convention "matterport" (normalized_frame.py)
-    decodes as matterport does and clips to the whole padded image of `image_size` (H, W), not the window.
+    anchors: (L, 4), the same for every image of the batch, in `frame`. The frame decodes, ranks over all
+    anchors and says where to clip (the matterport layout clips to the whole padded image of `image_size`
+    (H, W), not the window).
     """
     scores = rpn.ranking_scores().detach()  # (N, L)
     num_images = scores.shape[0]
@@ -71,23 +63,14 @@ def propose(
             top_indices.append(scores[:, start:start + n].topk(k, dim=1).indices + start)
             start += n
         top = torch.cat(top_indices, dim=1)  # (N, K)
-    elif box_convention == "matterport":  # tf.nn.top_k: equal scores (the padding's anchors) in anchor order
-        from .normalized_frame import top_k_stable
-
-        top = top_k_stable(scores, top_count(pre_nms_limit, scores.shape[1]))  # (N, K)
     else:
-        top = scores.topk(top_count(pre_nms_limit, scores.shape[1]), dim=1).indices  # (N, K)
+        top = frame.top_k(scores, top_count(pre_nms_limit, scores.shape[1]))  # (N, K)
 
     batch = torch.arange(num_images, device=scores.device)[:, None]
     top_scores = rpn.to_probability(scores[batch, top])  # (N, K)
     top_deltas = rpn.deltas.detach()[batch, top]  # (N, K, 4)
-    if box_convention == "matterport":  # matterport clips proposals to the padded image, [0, 1] normalised
-        from .normalized_frame import apply_deltas, image_frame
-
-        top_boxes = apply_deltas(top_deltas, anchors[top], std_dev)  # (N, K, 4)
-        windows = [image_frame(image_size)] * num_images
-    else:
-        top_boxes = decode_deltas(top_deltas, anchors[top], std_dev)  # (N, K, 4)
+    top_boxes = frame.decode(top_deltas, anchors[top], std_dev)  # (N, K, 4)
+    windows = frame.proposal_windows(windows, image_size)
     top_levels = level_ids[top]  # (N, K)
 
     proposals = []

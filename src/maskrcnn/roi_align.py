@@ -92,10 +92,8 @@ def roi_align_cpu(features: Tensor, rois: Tensor, output_size: int, spatial_scal
 class PyramidROIAlign:
     """Pools boxes from P2..P5 with one roi_align call per level, over all images at once."""
 
-    def __init__(self, *, output_size: int, strides, sampling_ratio: int, canonical_size: int, canonical_level: int, aligned: bool = False,
-                 method: str = "roi_align"):
+    def __init__(self, *, output_size: int, strides, sampling_ratio: int, canonical_size: int, canonical_level: int, aligned: bool = False):
         self.output_size = output_size
-        self.method = method
         self.strides = tuple(strides)
         self.scales = [1.0 / s for s in strides]  # P2..P5
         self.sampling_ratio = sampling_ratio
@@ -106,15 +104,10 @@ class PyramidROIAlign:
     def uses_cpu_kernel(self, feature: Tensor) -> bool:
         """roi_align_cpu on the CPU; torchvision's op on other devices, for adaptive sampling (0) and when
         exporting (ONNX has RoiAlign). roi_align_cpu reads channels-last levels without a copy."""
-        return feature.device.type == "cpu" and self.method == "roi_align" and self.sampling_ratio > 0 and not torch.jit.is_tracing()
+        return feature.device.type == "cpu" and self.sampling_ratio > 0 and not torch.jit.is_tracing()
 
     def __call__(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """features: [P2..P5] each (N, F, Hl, Wl); boxes: per image (Ri, 4) -> (R, F, S, S) in box order."""
-        if self.method == "crop_and_resize":  # matterport's PyramidROIAlign: TensorFlow's crop_and_resize
-            from .crop_and_resize import pyramid_crop_and_resize
-
-            image_size = (features[0].shape[-2] * self.strides[0], features[0].shape[-1] * self.strides[0])
-            return pyramid_crop_and_resize(features, boxes, image_size, self.output_size)
         rois = boxes_with_batch_index(boxes)  # (R, 5)
         min_level = 2
         levels = assign_levels(

@@ -1,5 +1,5 @@
-"""Pyramid ROIAlign as matterport computes it: TensorFlow's `crop_and_resize` on the level that
-`PyramidROIAlign` picks.
+"""Pyramid ROIAlign as matterport computes it (`CropAndResizePooler`, the matterport layout's
+`roi_align.PyramidROIAlign`): TensorFlow's `crop_and_resize` on the level matterport's `PyramidROIAlign` picks.
 
 `crop_and_resize` is not torchvision's `roi_align`: it takes one bilinear sample per output cell, at
 n evenly spaced points that include both box edges, in normalised coordinates with the (H - 1) convention,
@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor
 
+from .frame import to_normalized
 
 def crop_and_resize(features: Tensor, boxes: Tensor, box_index: Tensor, size: int) -> Tensor:
     """TensorFlow's `crop_and_resize(method="bilinear", extrapolation_value=0)`, channels first.
@@ -83,9 +84,7 @@ def assign_levels(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 def pyramid_crop_and_resize(features: list[Tensor], boxes: list[Tensor], image_size: tuple[int, int], size: int) -> Tensor:
     """features: [P2..P5] each (N, F, Hl, Wl); boxes: per image (Ri, 4) x1 y1 x2 y2 in the padded image's
-    pixels under the (H - 1) convention (`normalized_frame`). Returns (R, F, S, S) in box order."""
-    from .normalized_frame import to_normalized
-
+    pixels under the (H - 1) convention (`MatterportFrame`). Returns (R, F, S, S) in box order."""
     rois = torch.cat(boxes)  # (R, 4)
     index = torch.cat([torch.full_like(b[:, 0], i, dtype=torch.int64) for i, b in enumerate(boxes)])  # (R,); traced counts stay dynamic
     normalized = to_normalized(rois, image_size)  # (R, 4) y1 x1 y2 x2
@@ -103,3 +102,23 @@ def pyramid_crop_and_resize(features: list[Tensor], boxes: list[Tensor], image_s
         else:
             pooled[chosen] = level_pooled
     return pooled
+
+
+class CropAndResizePooler:
+    """matterport's `PyramidROIAlign` with the interface of `roi_align.PyramidROIAlign`: pools boxes of the
+    matterport frame from P2..P5. Its level rule is matterport's (224 / sqrt(image area), half-to-even
+    rounding) and it takes one sample per output cell, so the FPN level settings and sampling_ratio of
+    `PyramidROIAlign` do not apply."""
+
+    def __init__(self, *, output_size: int, strides, **unused_roi_align_settings):
+        self.output_size = output_size
+        self.first_stride = strides[0]
+
+    def uses_cpu_kernel(self, feature: Tensor) -> bool:
+        """Never roi_align_cpu: the levels stay in the layout the backbone made."""
+        return False
+
+    def __call__(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """features: [P2..P5] each (N, F, Hl, Wl); boxes: per image (Ri, 4) -> (R, F, S, S) in box order."""
+        image_size = (features[0].shape[-2] * self.first_stride, features[0].shape[-1] * self.first_stride)
+        return pyramid_crop_and_resize(features, boxes, image_size, self.output_size)

@@ -1,4 +1,4 @@
-"""matterport's box convention, kept in pixels: `Config.box_convention = "matterport"`.
+"""matterport's box frame, kept in pixels: `MatterportFrame`, the matterport layout's `frame.PixelFrame`.
 
 matterport holds boxes normalised as (y1, x1, y2 - 1, x2 - 1) / (H - 1, W - 1, H - 1, W - 1) (`norm_boxes`)
 and maps them back with round(b * (H - 1, W - 1, H - 1, W - 1) + (0, 0, 1, 1)) (`denorm_boxes`). Inside
@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .skimage_resize import resize_like_skimage
+from ..frame import PixelFrame
+from ..structures import Detections
+from .resize import resize_like_skimage
 
 
 def to_normalized(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -25,16 +27,6 @@ def to_normalized(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
         (boxes[..., 1] / (height - 1), boxes[..., 0] / (width - 1), boxes[..., 3] / (height - 1), boxes[..., 2] / (width - 1)),
         dim=-1,
     )
-
-
-def anchors_in_frame(anchors: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """(L, 4) pixel anchors (far corner one past the box) -> this convention: (x1, y1, x2 - 1, y2 - 1).
-
-    matterport's `norm_boxes` casts normalised boxes to float32; the float64 references keep them in float64
-    (their proposals agree with float64 anchors to 1e-15, with float32-rounded ones only to 4e-8).
-    """
-    shift = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=anchors.device)
-    return anchors - shift
 
 
 def pixels_to_frame(boxes: Tensor) -> Tensor:
@@ -142,3 +134,35 @@ def unmold_detections(boxes: Tensor, scores: Tensor, labels: Tensor, mask_probs:
     pixel_boxes = pixel_boxes[keep].to(boxes.dtype)
     masks = paste_masks_like_matterport(mask_probs[keep], pixel_boxes, original_size[0], original_size[1], threshold)
     return pixel_boxes, scores[keep], labels[keep], masks
+
+
+class MatterportFrame(PixelFrame):
+    """matterport's arithmetic for the stages that `PixelFrame` serves: anchors and ground truth shifted to the
+    (H - 1) convention, `apply_box_deltas_graph`, tf.nn.top_k's order among ties, proposals clipped to the
+    padded image, detections clipped to the window in this convention, and `unmold_detections`."""
+
+    name = "matterport"
+
+    def from_pixels(self, boxes: Tensor) -> Tensor:
+        return pixels_to_frame(boxes)
+
+    def to_pixels(self, boxes: Tensor) -> Tensor:
+        return frame_to_pixels(boxes)
+
+    def decode(self, deltas: Tensor, boxes: Tensor, std_dev) -> Tensor:
+        return apply_deltas(deltas, boxes, std_dev)
+
+    def top_k(self, scores: Tensor, k) -> Tensor:
+        return top_k_stable(scores, k)
+
+    def proposal_windows(self, windows: list, image_size: tuple[int, int]) -> list:
+        return [image_frame(image_size)] * len(windows)
+
+    def detection_window(self, window):
+        return window_in_frame(window)
+
+    def to_detections(self, boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window,
+                      padded_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float) -> Detections:
+        """matterport's `unmold_detections`: whole-pixel boxes, empty ones dropped, masks resized with skimage."""
+        boxes, scores, labels, masks = unmold_detections(boxes, scores, labels, mask_probs, window, padded_size, original_size, mask_threshold)
+        return Detections(boxes.float(), labels, scores.float(), masks)

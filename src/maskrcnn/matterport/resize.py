@@ -1,8 +1,8 @@
 """Bilinear resizing exactly as matterport calls scikit-image: `skimage.transform.resize(order=1,
 mode="constant", cval=0, clip=True, anti_aliasing=False)`, without depending on scikit-image.
 
-matterport resizes its uint8 images with it (`mold_uint8`, `Preprocessor(resize_method="skimage")`) and truncates the result back to uint8, and resizes each
-28x28 mask to its box with it before the 0.5 threshold. Truncation makes the last bit matter (a value
+matterport resizes its uint8 images with it (`MatterportPreprocessor`) and truncates the result back to
+uint8, and resizes each 28x28 mask to its box with it before the 0.5 threshold. Truncation makes the last bit matter (a value
 of 99.99999999999999 becomes 99, not 100), so this follows SciPy's `ndimage.zoom(grid_mode=True,
 mode="grid-constant")`, which scikit-image calls, operation for operation, in float64:
 - output pixel k samples the input at c = (k + 0.5) * zoom - 0.5, zoom = in / out (half-pixel centres);
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .preprocess import ImageBatch, Preprocessor
+from ..preprocess import ImageBatch, Preprocessor
 
 
 def _axis_samples(in_size: int, out_size: int, device) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -80,23 +80,25 @@ def resize_like_skimage(image: Tensor, size: tuple[int, int]) -> Tensor:
     return clip_like_skimage(resize_bilinear(image, size), image)
 
 
-def mold_uint8(preprocessor: Preprocessor, images: list[Tensor]) -> ImageBatch:
-    """matterport's `mold_inputs` for `Preprocessor(resize_method="skimage")`: resize the uint8 image with
-    skimage's resize and truncate it back to uint8, pad it with black, and only then subtract the mean pixel
-    (so the padding is -mean, not 0). images: (3, H, W) in [0, 1] -> ImageBatch as `Preprocessor` makes it."""
-    resized, scales, sizes = [], [], []
-    for image in images:
-        height, width = image.shape[-2:]
-        pixels = torch.round(image.to(torch.float64) * 255.0)  # (3, H, W) the uint8 values
-        scale = preprocessor.resize_scale(height, width)
-        if scale != 1.0:  # matterport skips the resize at scale 1
-            size = (round(height * scale), round(width * scale))
-            pixels = resize_like_skimage(pixels, size).floor()  # .astype(np.uint8) truncates
-        h, w = pixels.shape[-2:]
-        resized.append(pixels)
-        scales.append((h / height, w / width))
-        sizes.append((int(height), int(width)))
-    batch, windows = preprocessor.pad(resized)  # (N, 3, Hp, Wp), black padding
-    mean = torch.tensor(preprocessor.pixel_mean, dtype=torch.float64, device=batch.device)[:, None, None] * 255.0
-    std = torch.tensor(preprocessor.pixel_std, dtype=torch.float64, device=batch.device)[:, None, None] * 255.0
-    return ImageBatch(((batch - mean) / std).to(images[0].dtype), windows, scales, sizes)
+class MatterportPreprocessor(Preprocessor):
+    """matterport's `mold_inputs`: resize the uint8 image with skimage's resize and truncate it back to uint8,
+    pad it with black, and only then subtract the mean pixel (so the padding is -mean, not 0)."""
+
+    def __call__(self, images: list[Tensor]) -> ImageBatch:
+        """images: (3, H, W) in [0, 1] -> ImageBatch as `Preprocessor` makes it."""
+        resized, scales, sizes = [], [], []
+        for image in images:
+            height, width = image.shape[-2:]
+            pixels = torch.round(image.to(torch.float64) * 255.0)  # (3, H, W) the uint8 values
+            scale = self.resize_scale(height, width)
+            if scale != 1.0:  # matterport skips the resize at scale 1
+                size = (round(height * scale), round(width * scale))
+                pixels = resize_like_skimage(pixels, size).floor()  # .astype(np.uint8) truncates
+            h, w = pixels.shape[-2:]
+            resized.append(pixels)
+            scales.append((h / height, w / width))
+            sizes.append((int(height), int(width)))
+        batch, windows = self.pad(resized)  # (N, 3, Hp, Wp), black padding
+        mean = torch.tensor(self.pixel_mean, dtype=torch.float64, device=batch.device)[:, None, None] * 255.0
+        std = torch.tensor(self.pixel_std, dtype=torch.float64, device=batch.device)[:, None, None] * 255.0
+        return ImageBatch(((batch - mean) / std).to(images[0].dtype), windows, scales, sizes)

@@ -19,8 +19,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import norm_layer
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..layers import norm_layer
 
 # Blocks per stage (conv_block "a" then identity blocks "b", "c", ...) and each block's three widths.
 STAGE_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
