@@ -57,57 +57,126 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
-def _draw(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray, captions: Sequence[str], alpha: float) -> np.ndarray:
-    """Blend masks (N, H, W), outline them, draw boxes (N, 4) x1 y1 x2 y2 and captions; returns (H, W, 3) uint8."""
+def _font(scale: int):
+    """Pillow's built-in font: its 11 px bitmap at scale 1, a FreeType face growing more slowly than the picture
+    above it (15 px at 3x), so captions stay readable without covering the shapes. Pillow before 10.1 (no `size`)
+    and builds without FreeType give the bitmap at every scale."""
+    if scale <= 1:
+        return ImageFont.load_default()
+    try:
+        return ImageFont.load_default(size=11 + 2 * (scale - 1))
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _enlarge(array: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of the two leading image axes: (H, W, ...) -> (scale*H, scale*W, ...)."""
+    return array if scale == 1 else np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
+
+
+def _overlap(a: tuple, b: tuple) -> float:
+    """Intersection area of two rectangles (x1, y1, x2, y2)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _place_caption(box: tuple, size: tuple, width: int, height: int, taken: list) -> tuple:
+    """Top-left corner of a caption of `size` (w, h) for `box` (x1, y1, x2, y2): above the box, inside its top,
+    below it, inside its bottom, or just below or above a caption already placed (`taken`, rectangles), the
+    first that fits in the image and covers no placed caption; else the one covering least. Always inside the
+    image, at the box's left edge."""
+    x1, y1, x2, y2 = box
+    text_w, text_h = size
+    tx = min(max(0.0, x1), max(0.0, width - text_w))
+    stacked = [y for other in taken for y in (other[3], other[1] - text_h)]
+    rows = [y for y in (y1 - text_h, y1, y2, y2 - text_h, *stacked) if 0 <= y <= height - text_h]
+    rows = rows or [min(max(0.0, y1), max(0.0, height - text_h))]
+    covered = [sum(_overlap((tx, y, tx + text_w, y + text_h), other) for other in taken) for y in rows]
+    return tx, rows[covered.index(min(covered))]
+
+
+def _draw(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray, captions: Sequence[str], alpha: float, *,
+          scale: int = 1, note: str | None = None) -> np.ndarray:
+    """Blend masks (N, H, W), outline them, draw boxes (N, 4) x1 y1 x2 y2 and captions, on the image enlarged
+    `scale` times (nearest neighbour); `note`, if any, goes in a strip across the top.
+    Returns (scale*H, scale*W, 3) uint8."""
     height, width = image.shape[:2]
     if masks.shape[0] and masks.shape[1:] != (height, width):
         raise ValueError(f"masks are {masks.shape[1]}x{masks.shape[2]} but the image is {height}x{width}")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a whole number >= 1, got {scale}")
+    scale = int(scale)
     colors = instance_colors(len(boxes))
-    canvas = image.astype(np.float32)
+    canvas = _enlarge(image, scale).astype(np.float32)
     for mask, color in zip(masks, colors):
+        # The outline is found at the image's own resolution, then enlarged: `scale` pixels thick.
+        outline = _enlarge(_outline(mask), scale)
+        mask = _enlarge(mask, scale)
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * np.asarray(color, dtype=np.float32)
-        canvas[_outline(mask)] = color
+        canvas[outline] = color
     picture = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
+    height, width = picture.height, picture.width
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default()
-    for (x1, y1, x2, y2), caption, color in zip(boxes.tolist(), captions, colors):
-        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=1)
+    font = _font(scale)
+    taken = []  # rectangles (x1, y1, x2, y2) of the note and the captions placed so far
+    if note:
+        note_box = draw.textbbox((0, 0), note, font=font)
+        taken.append((0, 0, width, note_box[3] - note_box[1] + 4))  # drawn last, over any box, but under no caption
+    boxes = (boxes * scale).tolist()
+    for (x1, y1, x2, y2), color in zip(boxes, colors):
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=scale)
+    for box, caption, color in zip(boxes, captions, colors):  # after every box, so that no box crosses a caption
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left + 2, bottom - top + 2
-        # Above the box when there is room, else just inside its top; always inside the image.
-        tx = min(max(0.0, x1), max(0.0, width - text_w))
-        ty = y1 - text_h if y1 - text_h >= 0 else min(max(0.0, y1), max(0.0, height - text_h))
+        tx, ty = _place_caption(box, (text_w, text_h), width, height, taken)
+        taken.append((tx, ty, tx + text_w, ty + text_h))
         draw.rectangle([tx, ty, tx + text_w - 1, ty + text_h - 1], fill=color)
         draw.text((tx + 1 - left, ty + 1 - top), caption, fill=(0, 0, 0), font=font)
+    if note:
+        draw.rectangle([0, 0, width - 1, taken[0][3] - 1], fill=(0, 0, 0))
+        draw.text((2 - note_box[0], 2 - note_box[1]), note, fill=(255, 255, 255), font=font)
     return np.asarray(picture)
 
 
 def draw_instances(image: np.ndarray, detections: Detections, class_names: Sequence[str], *,
-                   score_threshold: float | None = None, alpha: float = 0.45) -> np.ndarray:
-    """Draw detections on a copy of `image` (H, W, 3) uint8 -> (H, W, 3) uint8.
+                   score_threshold: float | None = None, alpha: float = 0.45, scale: int = 1,
+                   best_below: int = 0) -> np.ndarray:
+    """Draw detections on a copy of `image` (H, W, 3) uint8 -> (scale*H, scale*W, 3) uint8.
 
     Each instance gets its own colour: a translucent mask (`alpha` of the colour) with a solid outline, its box
-    and a caption "class score" kept inside the image. Detections below `score_threshold` are left out.
+    and a caption "class score" kept inside the image and off the other captions. Detections below
+    `score_threshold` are left out. `scale` enlarges the picture (nearest neighbour, each pixel a visible block)
+    so that the captions are drawn at a readable size. `best_below`: when no detection reaches the threshold,
+    draw the best this many below it instead, each captioned "class 0.33 (< 0.50)", under a note across the top
+    that says so (or that there is no detection at all), so that an empty-looking picture explains itself.
     """
     image = _as_rgb(image)
     detections = detections.to("cpu")
+    note, below = None, False
     if score_threshold is not None:
-        detections = detections[detections.scores >= score_threshold]
+        shown = detections[detections.scores >= score_threshold]
+        if len(shown) == 0 and best_below > 0:
+            below = len(detections) > 0
+            shown = detections[torch.argsort(detections.scores, descending=True)[:best_below]]
+            note = f"no score >= {score_threshold:.2f}; best {len(shown)} shown" if below else "no detection at all"
+        detections = shown
     labels = detections.labels.tolist()
     scores = detections.scores.tolist()
-    captions = [f"{_class_name(class_names, label)} {score:.2f}" for label, score in zip(labels, scores)]
-    return _draw(image, detections.boxes.numpy(), detections.masks.numpy().astype(bool), captions, alpha)
+    marker = f" (< {score_threshold:.2f})" if below else ""
+    captions = [f"{_class_name(class_names, label)} {score:.2f}{marker}" for label, score in zip(labels, scores)]
+    return _draw(image, detections.boxes.numpy(), detections.masks.numpy().astype(bool), captions, alpha,
+                 scale=scale, note=note)
 
 
-def draw_ground_truth(dataset, image_index: int, *, alpha: float = 0.45) -> np.ndarray:
-    """Draw a data set image's ground truth -> (H, W, 3) uint8; crowd regions are captioned "class (crowd)"."""
+def draw_ground_truth(dataset, image_index: int, *, alpha: float = 0.45, scale: int = 1) -> np.ndarray:
+    """Draw a data set image's ground truth -> (scale*H, scale*W, 3) uint8; crowd regions are captioned
+    "class (crowd)"; `scale` as in draw_instances."""
     image = _as_rgb(dataset.load_image(image_index))
     masks, class_ids = dataset.load_mask(image_index)  # (N, H, W) bool, (N,) int64; negative = crowd
     masks = np.asarray(masks, dtype=bool)
     captions = [
         _class_name(dataset.class_names, abs(int(c))) + (" (crowd)" if c < 0 else "") for c in np.asarray(class_ids)
     ]
-    return _draw(image, masks_to_boxes(masks), masks, captions, alpha)
+    return _draw(image, masks_to_boxes(masks), masks, captions, alpha, scale=scale)
 
 
 def _class_name(class_names: Sequence[str], label: int) -> str:
@@ -122,6 +191,41 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(_as_rgb(np.asarray(array))).save(path, format="PNG")
     return path
+
+
+def contact_sheet(tiles: Sequence[np.ndarray], *, columns: int, labels: Sequence[str] | None = None,
+                  gap: int = 8) -> np.ndarray:
+    """Tiles of one size (h, w, 3) uint8, row by row in a grid of `columns`, on white -> (H, W, 3) uint8.
+
+    With `labels` (one per tile) each tile gets its label written above it. The grid is
+    rows = ceil(len(tiles) / columns): H = rows * (label + h + gap) + gap, W = columns * (w + gap) + gap.
+    """
+    if not tiles:
+        raise ValueError("contact_sheet: no tiles")
+    if columns < 1:
+        raise ValueError(f"contact_sheet: columns must be >= 1, got {columns}")
+    tiles = [_as_rgb(np.asarray(tile)) for tile in tiles]
+    tile_h, tile_w = tiles[0].shape[:2]
+    if any(tile.shape[:2] != (tile_h, tile_w) for tile in tiles):
+        raise ValueError(f"contact_sheet: tiles differ in size: {sorted({t.shape[:2] for t in tiles})}")
+    if labels is not None and len(labels) != len(tiles):
+        raise ValueError(f"contact_sheet: {len(labels)} labels for {len(tiles)} tiles")
+    font = _font(max(1, tile_w // 128))
+    label_h = 0
+    if labels is not None:
+        sizes = [ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), label, font=font) for label in labels]
+        label_h = max(bottom - top for _, top, _, bottom in sizes) + 4
+    rows = math.ceil(len(tiles) / columns)
+    cell_w, cell_h = tile_w + gap, label_h + tile_h + gap
+    sheet = Image.new("RGB", (columns * cell_w + gap, rows * cell_h + gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, tile in enumerate(tiles):
+        x, y = gap + (i % columns) * cell_w, gap + (i // columns) * cell_h
+        if labels is not None:
+            left, top, _, _ = draw.textbbox((0, 0), labels[i], font=font)
+            draw.text((x - left, y + 2 - top), labels[i], fill=(0, 0, 0), font=font)
+        sheet.paste(Image.fromarray(tile), (x, y + label_h))
+    return np.asarray(sheet)
 
 
 # ---------------------------------------------------------------------------------------------- plots
