@@ -132,13 +132,15 @@ def pace_lines(seconds_per_step: float, steps: int, projected_seconds: float, us
     return lines
 
 
-def run_demo(out_dir="demo_out", *, seed: int = 0, steps: int = TRAIN_STEPS, config: Config | None = None,
+def run_demo(out_dir="demo_out", *, seed: int = 0, steps: int | None = None, config: Config | None = None,
              val_images: int = VAL_IMAGES, pictures: int = PICTURES, progress: bool = True) -> dict:
     """Train `steps` steps, evaluate on `val_images` held-out images, draw `pictures` of them; returns the metrics
     written to out_dir/metrics.json. Also writes loss.png, model.pt, predictions/val_NNN.png and
-    contact_sheet.png (each prediction beside its ground truth). config: Config.demo() unless given."""
+    contact_sheet.png (each prediction beside its ground truth). steps: TRAIN_STEPS unless given; config:
+    Config.demo() unless given."""
     from .visualize import contact_sheet, draw_ground_truth, draw_instances, save_image
 
+    steps = TRAIN_STEPS if steps is None else steps
     if steps < 1 or val_images < 1 or pictures < 0:
         raise ValueError(f"the demo needs steps >= 1, val_images >= 1 and pictures >= 0; got steps={steps}, "
                          f"val_images={val_images}, pictures={pictures}")
