@@ -1,4 +1,5 @@
-"""`maskrcnn.save` / `maskrcnn.load`: weights, config and class names in one file.
+"""`maskrcnn.save` / `maskrcnn.load`: weights, config and class names in one file; `load_weights` for any
+weights a user may hold (ours, matterport's .h5, a torchvision state dict).
 
 The file holds only tensors and plain values, so it loads with `torch.load(weights_only=True)`; it is
 written atomically, so a crash never leaves a half-written model where a good one was.
@@ -52,3 +53,26 @@ def load(path, *, map_location="cpu") -> MaskRCNN:
         )
     model.load_state_dict(weights)
     return model.eval()
+
+
+def load_weights(spec) -> MaskRCNN:
+    """A MaskRCNN from a .pt file of ours, a matterport .h5, a torchvision Mask R-CNN state dict (.pth), or the
+    name "torchvision-coco" (torchvision's COCO weights)."""
+    from . import interop
+
+    if str(spec) == "torchvision-coco":
+        return interop.from_torchvision("torchvision-coco")
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {spec} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"weights {spec} is not a file")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return interop.from_matterport(path)
+    data = load_file(path)
+    if "config" in data:
+        return load(path)
+    if "roi_heads.box_predictor.cls_score.weight" in data:
+        return interop.from_torchvision(data)
+    raise CheckpointError(f"{spec}: not a maskrcnn model, a matterport .h5 or a torchvision Mask R-CNN state dict "
+                          f"(it holds {len(data)} entries, e.g. {', '.join(list(map(str, data))[:3])})")

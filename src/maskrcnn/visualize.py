@@ -1,4 +1,5 @@
-"""Pictures of instances and training curves, as arrays and PNG files (never a window: STYLE.md rule 13).
+"""Pictures of instances and training curves, as arrays and PNG files (never a window, unlike matterport's
+`visualize.display_instances`: a training run on a server has no screen).
 
 Shape letters:
     N: instances in one image
@@ -19,11 +20,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from .config import LOSS_NAMES
 from .data.dataset import masks_to_boxes
+from .files import atomic_write
 from .structures import Detections
 
-# The losses a training log holds (DESIGN.md, "Training"); "loss" is their sum.
-LOSS_NAMES = ("loss", "rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
+# The losses a training log holds: their sum "loss", then the five of the Mask R-CNN paper's L = Lcls + Lbox + Lmask
+# (RPN and heads), named as in matterport's model.
+LOG_LOSS_NAMES = ("loss",) + LOSS_NAMES
 
 
 def instance_colors(count: int) -> list[tuple[int, int, int]]:
@@ -189,8 +193,8 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | Path) -> Path:
         array = array.cpu().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_as_rgb(np.asarray(array))).save(path, format="PNG")
-    return path
+    picture = Image.fromarray(_as_rgb(np.asarray(array)))
+    return atomic_write(path, lambda file: picture.save(file, format="PNG"))
 
 
 def contact_sheet(tiles: Sequence[np.ndarray], *, columns: int, labels: Sequence[str] | None = None,
@@ -234,8 +238,7 @@ def _save_figure(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, format="png")
-    return path
+    return atomic_write(path, lambda file: figure.savefig(file, format="png"))
 
 
 def _read_records(records: Iterable[dict] | str | Path) -> list[dict]:
@@ -257,8 +260,8 @@ def _read_records(records: Iterable[dict] | str | Path) -> list[dict]:
 def _loss_keys(records: list[dict]) -> list[str]:
     """The five named losses and the total, their "val_" forms, and any other key with "loss" in its name."""
     seen = [key for record in records for key in record]
-    keys = [name for name in LOSS_NAMES if name in seen]
-    keys += [f"val_{name}" for name in LOSS_NAMES if f"val_{name}" in seen]
+    keys = [name for name in LOG_LOSS_NAMES if name in seen]
+    keys += [f"val_{name}" for name in LOG_LOSS_NAMES if f"val_{name}" in seen]
     keys += sorted({key for key in seen if "loss" in key and key not in keys})
     return keys
 
