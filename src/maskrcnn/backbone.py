@@ -66,7 +66,7 @@ def conv_bn(conv: nn.Conv2d, bn: nn.Module, x: Tensor) -> Tensor:
 
     A fixed batch norm is y * s + (b - mean * s) with s = gamma / sqrt(var + eps), so conv(x, w * s) plus
     that bias gives the same values (to float rounding) with one pass over the activations instead of
-    two (issue 6: batch norm was ~9% of the CPU time at 800x1066). The folded weights are rebuilt on every
+    two (batch norm was ~9% of the CPU inference time at 800x1066). The folded weights are rebuilt on every
     call: ~50 ms for ResNet-50 against ~1 s saved, never stale whatever changes the weights, and
     gradients reach conv.weight through the fold.
     """
@@ -147,7 +147,7 @@ class Backbone(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        # Tracing for ONNX export stays contiguous: traced channels-last broke the full-size export parity (tests/test_export.py).
+        # Tracing for ONNX export stays contiguous: a graph traced in channels-last gave wrong boxes at full size.
         tracing = torch.jit.is_tracing()
         if images.device.type == "cpu" and self.channels_last and not tracing and channels_last_pays(images, torch.is_grad_enabled()):
             # Every conv after this one keeps the layout; values are the same up to summation order.
@@ -155,10 +155,10 @@ class Backbone(nn.Module):
         return self.fpn(self.trunk(images))
 
 
-# Training on the CPU (issue 6), channels-last / contiguous step time, ResNet-50 Mask R-CNN, batch of 2:
+# Training on the CPU, channels-last / contiguous step time, ResNet-50 Mask R-CNN, batch of 2:
 # 0.76 at 800x1066 and 0.88 at 512x512 on AVX-512 (Intel Xeon); ResNet-18 at the demo's 128x128: 1.05.
 # With AVX2 kernels oneDNN's channels-last 3x3 convs forward + backward are 1.2-1.6x slower (1x1: 0.6-0.9x),
-# and session 2 measured the whole step slower on an AVX2 AMD EPYC. Below this size, or without AVX-512,
+# and the whole step measured slower on an AVX2 AMD EPYC. Below this size, or without AVX-512,
 # training keeps the contiguous layout.
 CHANNELS_LAST_TRAINING_MIN_PIXELS = 512 * 512
 

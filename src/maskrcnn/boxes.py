@@ -1,6 +1,7 @@
 """Box geometry as pure functions: delta coding, clipping, sizes.
 
-Boxes are (x1, y1, x2, y2) float pixels everywhere inside the library (DESIGN.md, "Conventions").
+Boxes are (x1, y1, x2, y2) float pixels everywhere inside the library; other layouts (matterport's
+normalised (y1, x1, y2, x2), COCO's (x, y, w, h)) are converted where they come in or go out.
 Deltas are (dx, dy, dw, dh) as in R-CNN (Girshick et al., Eq. 1-4): the centre shift in units of the
 reference box's size and the log of the size ratio, each divided by a standard deviation.
 

@@ -1,7 +1,7 @@
 """Every knob of the model and its training, in one dataclass, with presets and YAML/JSON files.
 
 The config is read in one place (`MaskRCNN.__init__` and `Trainer.__init__`), which hands plain keyword
-arguments to the modules (STYLE.md rule 1). Field names follow matterport's `Config` where one exists.
+arguments to the modules. Field names follow matterport's `Config` where one exists.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Denormal ("subnormal") floats, below 1.2e-38 in float32, take a slow path in the CPU's floating-point unit.
 Training a network from random weights produces them: measured on an Intel Xeon (AVX-512), a ResNet-50
 Mask R-CNN step at 800x1066 went from 20 s to 139 s and then 218 s by the fourth step, torchvision's model
-alike, and one 3x3 convolution over denormal inputs ran 150x slower than over normal ones (issue 6).
+alike, and one 3x3 convolution over denormal inputs ran 150x slower than over normal ones.
 TensorFlow, which the seed's implementation runs on, flushes them to zero in its threads by default;
 PyTorch does not. Flushing changes only values that small: every result above them is bit for bit the same.
 """
@@ -50,6 +50,6 @@ def has_avx512() -> bool:
 def has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bfloat16
     convolutions and matrix products on them: the demo's training step under bfloat16 autocast took 0.71x
-    its float32 time on such a Xeon (issue 9). Without AMX, bfloat16 gains little or runs emulated."""
+    its float32 time on such a Xeon. Without AMX, bfloat16 gains little or runs emulated."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent: assume not
     return bool(probe and probe())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from .config import Config
 from .errors import MissingDependencyError
+from .files import atomic_write
 from .layout import build_preprocessor, layout_of
 from .preprocess import to_image_tensors
 from .structures import Detections
@@ -141,10 +141,7 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET) -> Path:
         entry.key, entry.value = key, value
     proto.doc_string = "maskrcnn Mask R-CNN: one preprocessed image -> boxes, labels, scores, 28x28 mask probabilities"
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    onnx.save(proto, str(partial))
-    os.replace(partial, path)  # a reader never sees half a file
-    return path
+    return atomic_write(path, lambda file: file.write(proto.SerializeToString()))  # a reader never sees half a file
 
 
 class OnnxPredictor:

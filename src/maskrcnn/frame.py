@@ -21,8 +21,6 @@ from .structures import Detections
 class PixelFrame:
     """torchvision's box arithmetic (`BoxCoder`, `clip_boxes_to_image`, `paste_masks_in_image`)."""
 
-    name = "pixels"
-
     def from_pixels(self, boxes: Tensor) -> Tensor:
         """(..., 4) pixel boxes (anchors, ground truth), far corner one past the box -> this frame."""
         return boxes

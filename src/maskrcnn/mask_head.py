@@ -38,7 +38,7 @@ class MaskHead(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        if pooled.device.type == "cpu":  # 14x14 maps: channels-last convs 2x faster, backward too (issue 6)
+        if pooled.device.type == "cpu":  # 14x14 maps: channels-last convs 2x faster, backward too
             pooled = pooled.contiguous(memory_format=torch.channels_last)
         x = self.convs(pooled)  # (D, F, S, S) -> (D, channels, S, S)
         x = F.relu(self.upsample(x))  # -> (D, channels, M, M)

@@ -5,7 +5,7 @@ Shape letters:
 torchvision's `batched_nms` on the CPU, above 1000 boxes, runs one NMS per group and finds each group's
 boxes with `torch.where(idxs == group)`: a full pass over all B boxes per group. With the score threshold
 at 0 the detection layer has 1000 ROIs x 90 classes = 90,000 candidates in 90 groups, and those passes
-(compare, nonzero, gather) took more CPU time than the NMS itself (issue 6). Here the boxes are sorted
+(compare, nonzero, gather) took more CPU time than the NMS itself. Here the boxes are sorted
 by group once and each group is a slice.
 """
 from __future__ import annotations

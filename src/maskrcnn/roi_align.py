@@ -7,7 +7,7 @@ Shape letters:
     N, H, W: images, height and width of one level; K: bilinear taps per output cell (4 x samples per bin)
 The bilinear kernel is torchvision.ops.roi_align's, or on the CPU the same arithmetic written as one
 `embedding_bag` (`roi_align_cpu`): 2-6x faster forward and 5-7x faster backward than torchvision's CPU kernel,
-which runs its backward on one thread (issue 6). The level assignment is ours.
+which runs its backward on one thread. The level assignment is ours.
 """
 from __future__ import annotations
 

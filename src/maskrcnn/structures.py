@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Class id 0 is background in every data set and every head (DESIGN.md, "Conventions").
+# Class id 0 is background in every data set and every head (matterport's and torchvision's convention).
 BACKGROUND = 0
 
-# Matcher labels, shared by the RPN targets and the detection targets (STYLE.md rule 4).
+# Matcher labels, shared by the RPN targets and the detection targets.
 IGNORE = -1
 NEGATIVE = 0
 POSITIVE = 1

@@ -141,8 +141,6 @@ class MatterportFrame(PixelFrame):
     (H - 1) convention, `apply_box_deltas_graph`, tf.nn.top_k's order among ties, proposals clipped to the
     padded image, detections clipped to the window in this convention, and `unmold_detections`."""
 
-    name = "matterport"
-
     def from_pixels(self, boxes: Tensor) -> Tensor:
         return pixels_to_frame(boxes)
 
