@@ -141,3 +141,10 @@ def test_pace_lines_busy_slow_or_unknown():
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="steps >= 1"):
         run_demo(tmp_path, steps=0)
+
+
+def test_command_line_refuses_zero_steps(tmp_path, capsys):
+    from maskrcnn.cli import main
+
+    assert main(["demo", "--steps", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "steps >= 1" in capsys.readouterr().err

@@ -10,8 +10,8 @@ from PIL import Image
 
 from maskrcnn.data.dataset import Dataset
 from maskrcnn.structures import Detections
-from maskrcnn.visualize import (draw_ground_truth, draw_instances, instance_colors, plot_losses,
-                                plot_precision_recall, save_image)
+from maskrcnn.visualize import (_place_caption, contact_sheet, draw_ground_truth, draw_instances, instance_colors,
+                                plot_losses, plot_precision_recall, save_image)
 
 H, W = 64, 96
 CLASS_NAMES = ["BG", "square", "bar"]
@@ -70,6 +70,72 @@ def test_draw_rejects_bad_input():
         draw_instances(image[:32], detections, CLASS_NAMES)  # masks are 64 x 96
     gray = draw_instances(image[:, :, 0], detections, CLASS_NAMES)
     assert gray.shape == (H, W, 3)
+
+
+def test_scale_enlarges_pixels_into_blocks():
+    image, detections = scene()
+    drawn = draw_instances(image, detections, CLASS_NAMES, scale=3)
+    assert drawn.shape == (3 * H, 3 * W, 3)
+    colors = instance_colors(2)
+    blended = np.rint(0.55 * 40 + 0.45 * np.array(colors[0])).astype(np.uint8)
+    np.testing.assert_array_equal(drawn[120:123, 60:63], np.broadcast_to(blended, (3, 3, 3)))  # pixel (40, 20)
+    # The outline is found at the image's resolution, so it is 3 pixels thick: pixel (40, 10).
+    np.testing.assert_array_equal(drawn[120:123, 30:33], np.broadcast_to(np.array(colors[0], np.uint8), (3, 3, 3)))
+    np.testing.assert_array_equal(drawn[15:45, 120:165], 40)  # pixels (5:15, 40:55), away from everything
+    with pytest.raises(ValueError, match="scale"):
+        draw_instances(image, detections, CLASS_NAMES, scale=1.5)
+
+
+def test_nothing_above_the_threshold_draws_the_best_below_under_a_note():
+    image, detections = scene()  # scores 0.9 and 0.4
+    plain = draw_instances(image, detections, CLASS_NAMES, score_threshold=0.95, scale=3)
+    np.testing.assert_array_equal(plain, 40)  # without best_below: nothing drawn, as before
+    drawn = draw_instances(image, detections, CLASS_NAMES, score_threshold=0.95, scale=3, best_below=1)
+    colors = instance_colors(1)
+    np.testing.assert_array_equal(drawn[121, 61], np.rint(0.55 * 40 + 0.45 * np.array(colors[0])).astype(np.uint8))
+    np.testing.assert_array_equal(drawn[151, 196], 40)  # the 0.4 detection, pixel (50, 65), is not among the best 1
+    np.testing.assert_array_equal(drawn[0], 0)  # the note's strip across the top
+    assert (drawn[:12] == 255).any()  # its white text
+    nothing = draw_instances(image, detections[:0], CLASS_NAMES, score_threshold=0.5, scale=3, best_below=3)
+    np.testing.assert_array_equal(nothing[0], 0)  # "no detection at all"
+    np.testing.assert_array_equal(nothing[-40:], 40)
+
+
+def test_captions_are_placed_off_each_other():
+    # (x1, y1, x2, y2) box, (w, h) caption, 96 x 64 image: above the box first, then inside its top, then below.
+    assert _place_caption((10, 30, 30, 50), (20, 10), 96, 64, []) == (10, 20)
+    assert _place_caption((10, 30, 30, 50), (20, 10), 96, 64, [(10, 20, 30, 30)]) == (10, 30)
+    assert _place_caption((10, 30, 30, 50), (20, 10), 96, 64, [(10, 20, 30, 30), (10, 30, 30, 40)]) == (10, 50)
+    # No room above a box at the top: inside it; a box at the right edge: the caption is moved left into the image.
+    assert _place_caption((0, 0, 30, 20), (20, 10), 96, 64, []) == (0, 0)
+    assert _place_caption((90, 30, 96, 50), (20, 10), 96, 64, []) == (76, 20)
+
+
+def test_contact_sheet_layout():
+    red = np.zeros((4, 5, 3), np.uint8)
+    red[..., 0] = 255
+    blue = np.zeros((4, 5, 3), np.uint8)
+    blue[..., 2] = 255
+    sheet = contact_sheet([red, blue, red], columns=2, gap=1)
+    # 2 rows of (4 + 1) plus 1 = 11 high, 2 columns of (5 + 1) plus 1 = 13 wide, white between the tiles.
+    assert sheet.shape == (11, 13, 3)
+    np.testing.assert_array_equal(sheet[1:5, 1:6], red)
+    np.testing.assert_array_equal(sheet[1:5, 7:12], blue)
+    np.testing.assert_array_equal(sheet[6:10, 1:6], red)
+    np.testing.assert_array_equal(sheet[6:10, 7:12], 255)  # no fourth tile
+    np.testing.assert_array_equal(sheet[0], 255)
+    np.testing.assert_array_equal(sheet[:, 6], 255)
+    labelled = contact_sheet([red, blue], columns=2, gap=1, labels=["pred", "truth"])
+    label_h = labelled.shape[0] - 6
+    assert label_h > 0 and labelled.shape[1] == 13
+    np.testing.assert_array_equal(labelled[1 + label_h:5 + label_h, 7:12], blue)
+    assert (labelled[1:1 + label_h] < 128).any()  # the labels' dark text
+    with pytest.raises(ValueError, match="differ in size"):
+        contact_sheet([red, np.zeros((5, 5, 3), np.uint8)], columns=2)
+    with pytest.raises(ValueError, match="labels"):
+        contact_sheet([red, blue], columns=2, labels=["one"])
+    with pytest.raises(ValueError, match="no tiles"):
+        contact_sheet([], columns=2)
 
 
 class TwoShapes(Dataset):

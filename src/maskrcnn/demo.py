@@ -29,8 +29,9 @@ from .train import Trainer, evaluate_map
 TRAIN_STEPS = 700
 # One epoch of fresh images, so that the Trainer's schedule runs over exactly TRAIN_STEPS steps.
 TRAIN_IMAGES = TRAIN_STEPS * Config.demo().images_per_batch
-# What TRAIN_STEPS take on the quiet 2-core Intel Xeon the figures are from (0.40 s a step in float32; 0.29 s in
-# bfloat16 with AMX); with evaluation and pictures, about five minutes in all.
+# About what TRAIN_STEPS take on a 2-core CPU: a step took 0.40 s on the Intel Xeon above in float32 (0.29 s in
+# bfloat16 with AMX) and 0.37 s on an AMD EPYC (AVX2, float32, 2 threads), after a first step of about 6 s;
+# with evaluation and pictures, under five minutes in all.
 TRAIN_SECONDS = 280.0
 SLOW_FACTOR = 1.5  # a projected training time above SLOW_FACTOR x TRAIN_SECONDS is reported as busy or slow
 MEASURED_STEPS = 8  # steps timed for the estimate, after the first (which also builds oneDNN's kernels)
