@@ -1,0 +1,301 @@
+"""What each `maskrcnn` command does, as one library function each: train, evaluate, predict, validate, convert.
+
+The command line (cli.py) only parses arguments and calls these; a script can call them the same way.
+Lines for the person running them go to `report` (print by default; in distributed training rank 0's only).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .config import Config
+from .errors import ConfigError, DataError
+
+PICTURE_SCORE_THRESHOLD = 0.5  # what `predict` draws unless a score threshold is given (as the demo)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+PRESETS = {"torchvision": Config.torchvision, "torchvision_v2": Config.torchvision_v2, "matterport": Config.matterport,
+           "demo": Config.demo}
+
+
+# ---------------------------------------------------------------------------------------------- config
+def apply_overrides(config: Config, assignments) -> Config:
+    """Apply FIELD=VALUE overrides (values read as YAML: numbers, lists, booleans) through Config.replace."""
+    import yaml
+
+    changes = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {assignment!r}: expected FIELD=VALUE, e.g. --set images_per_batch=4")
+        try:
+            changes[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {assignment!r}: the value is not readable: {error}") from None
+    return config.replace(**changes) if changes else config
+
+
+def training_config(dataset, *, config_file=None, preset=None, overrides=()) -> Config:
+    """The config for training on `dataset`: a config file, or a preset with the data set's class count,
+    then the overrides.
+
+    A num_classes that differs from the data set's is a ConfigError: a model's class layers have one output
+    per class, so training it on another class list would silently mislabel every instance.
+    """
+    if config_file and preset:
+        raise ConfigError("give either a config file (--config) or a preset (--preset), not both")
+    if config_file:
+        config = Config.load(config_file)
+    else:
+        config = PRESETS[preset or "torchvision"](num_classes=dataset.num_classes)
+    config = apply_overrides(config, overrides)
+    if config.num_classes != dataset.num_classes:
+        raise ConfigError(
+            f"num_classes: the config says {config.num_classes}, the data set has {dataset.num_classes} "
+            f"(background included: {', '.join(dataset.class_names)}); set num_classes: {dataset.num_classes} in "
+            f"{config_file or 'the config'} or pass --set num_classes={dataset.num_classes}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------- train
+@dataclass
+class TrainOptions:
+    """Everything `train` takes besides the data and the output folder (the `maskrcnn train` flags)."""
+
+    val_data: str | None = None  # a second data set spec for validation
+    val_fraction: float = 0.1  # share of the data held out for validation when there is no val_data
+    config_file: str | None = None
+    preset: str | None = None
+    overrides: tuple = ()  # FIELD=VALUE
+    weights: str | None = None  # initial weights (load_weights); layers of another shape stay fresh
+    backbone_weights: str | None = None  # "imagenet" or a torchvision ResNet state dict file (pretrained.py)
+    layers: str = "all"
+    epochs: int = 12
+    max_steps: int | None = None
+    time_budget: float | None = None  # seconds
+    checkpoint_every: int | None = None  # steps; None: every epoch
+    resume: bool = False
+    seed: int = 0
+    workers: int = 0
+    progress: bool = True
+    sync_bn: bool = False
+    dist_timeout: float = 600.0
+    amp: bool = False
+    max_skip_fraction: float | None = None  # annotations a data set may skip (None: the reader's default)
+    max_unreadable_fraction: float = 0.05  # images that may fail to load
+
+
+def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=print):
+    """Train on the data set spec `data`, writing checkpoints, log, loss curve and model.pt into `out`."""
+    from . import data as data_module
+    from .checkpoint import CheckpointManager
+    from .distributed import prepare_model, quiet_unless_main, setup
+    from .model import MaskRCNN
+    from .saving import load_weights, save
+    from .train import Trainer
+
+    o = options
+    context = setup(timeout=o.dist_timeout)  # one process unless torchrun started this one
+    quiet_unless_main(context)  # rank 0 prints; the others' stdout goes nowhere (errors still reach stderr)
+    if o.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {o.epochs}")
+    if o.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {o.workers}")
+    out = Path(out)
+    existing = CheckpointManager(out / "checkpoints").list_checkpoints()
+    if existing and not o.resume:
+        raise ConfigError(f"{out} already holds checkpoints of a run ({', '.join(p.name for p in existing)}); "
+                          f"pass --resume to go on from the last one, or choose another --out")
+    torch.manual_seed(o.seed)
+    extra = {} if o.max_skip_fraction is None else {"max_skip_fraction": o.max_skip_fraction}
+    dataset = data_module.load_dataset_spec(data, **extra)
+    if o.val_data:
+        train_set, val_set = dataset, data_module.load_dataset_spec(o.val_data, allow_empty=True, **extra)
+        if val_set.class_names != dataset.class_names:
+            raise DataError(f"--val-data has the classes {val_set.class_names[1:]}, --data has {dataset.class_names[1:]}")
+    else:
+        train_set, val_set = data_module.holdout_split(dataset, o.val_fraction)
+    config = training_config(dataset, config_file=o.config_file, preset=o.preset, overrides=o.overrides)
+    model = prepare_model(MaskRCNN(config, class_names=dataset.class_names), context, sync_bn=o.sync_bn)
+    report(f"training on {len(train_set)} images, validating on {len(val_set) if val_set is not None else 0}; "
+           f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}")
+    trainer = Trainer(model, train_set, out_dir=out, val_dataset=val_set, seed=o.seed, num_workers=o.workers,
+                      progress=o.progress, distributed=context, amp=o.amp, checkpoint_every=o.checkpoint_every,
+                      max_unreadable_fraction=o.max_unreadable_fraction, report=report)
+    resumed = o.resume and trainer.resume()
+    if resumed:
+        report(f"resumed from {trainer.checkpoints.latest()} (epoch {trainer.state.epoch}, step {trainer.state.step})")
+    elif o.resume:
+        report(f"no checkpoint in {trainer.checkpoints.directory}; starting from the beginning")
+    if not resumed:
+        _initial_weights(model, o, report, load_weights)
+    if trainer.state.epoch >= o.epochs:
+        report(f"already trained for {trainer.state.epoch} epochs (--epochs {o.epochs}); nothing to do")
+    state = trainer.train(o.epochs, layers=o.layers, time_budget=o.time_budget, max_steps=o.max_steps)
+    final = save(model, out / "model.pt") if context.is_main else out / "model.pt"
+    report(f"trained {state.step} steps ({state.epoch} epochs complete); wrote {final}, {trainer.log_path} and "
+           f"{trainer.checkpoints.directory}/")
+    return state
+
+
+def _initial_weights(model, options: TrainOptions, report, load_weights) -> None:
+    """--backbone-weights, then --weights (which overrides the trunk where its tensors fit)."""
+    if options.backbone_weights:
+        from .pretrained import load_backbone_weights
+
+        count = load_backbone_weights(model, options.backbone_weights)
+        report(f"backbone: {count} tensors from {options.backbone_weights}")
+    if options.weights:
+        from .finetune import load_matching_weights
+
+        skipped = load_matching_weights(model, load_weights(options.weights))
+        if skipped:
+            report(f"freshly initialised ({len(skipped)} tensors whose shape differs from {options.weights}): "
+                   + ", ".join(skipped))
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate(weights: str, data: str, *, out, results=None, progress: bool = True,
+             max_skip_fraction: float | None = None, report=print) -> dict:
+    """COCO metrics of the model `weights` on the data set spec `data`; printed as a table and written to `out`."""
+    from .data import load_dataset_spec
+    from .evaluation import evaluate_coco, format_table
+    from .saving import load_weights
+
+    model = load_weights(weights)
+    extra = {} if max_skip_fraction is None else {"max_skip_fraction": max_skip_fraction}
+    dataset = load_dataset_spec(data, allow_empty=True, **extra)
+    summary = evaluate_coco(model, dataset, out=out, results=results, progress=progress)
+    report(format_table(summary))
+    report(f"wrote {out}" + (f" and {results}" if results else ""))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def images_in(inputs) -> list[Path]:
+    """The image files among `inputs`: files as given, folders searched recursively (sorted)."""
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{item} does not exist")
+    if not found:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def load_predictor(weights=None, *, backend: str = "torch", onnx=None):
+    """A MaskRCNN from `weights` (saving.load_weights), or an export.OnnxPredictor of the `onnx` file."""
+    if backend == "onnxruntime":
+        if not onnx:
+            raise ConfigError("--backend onnxruntime needs --onnx model.onnx")
+        from .export import OnnxPredictor
+
+        return OnnxPredictor(onnx)
+    if not weights:
+        raise ConfigError("--weights is required: a model .pt (from train or convert), a matterport .h5, a "
+                          "torchvision state dict .pth, or torchvision-coco")
+    from .saving import load_weights
+
+    return load_weights(weights)
+
+
+def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,
+            progress: bool = True, report=print) -> list[Path]:
+    """Run a model (`load_predictor`) on image files and folders; write into `out` a picture per image
+    (images/NAME.png), results.json (COCO results) and images.json (their images and categories).
+    Returns the images that could not be read (each also warned about)."""
+    from .data import read_image
+    from .evaluation import coco_results
+    from .files import atomic_write_json
+    from .visualize import draw_instances, save_image
+
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+    paths = images_in(inputs)
+    predictor = load_predictor(weights, backend=backend, onnx=onnx)
+    class_names = list(predictor.class_names)
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    results, images, used_names, unreadable = [], [], set(), []
+    shown = score_threshold if score_threshold is not None else PICTURE_SCORE_THRESHOLD
+    for image_id, path in enumerate(tqdm(paths, desc="predict", disable=not progress, dynamic_ncols=True), start=1):
+        try:
+            image = read_image(path)
+        except DataError as error:
+            warnings.warn(f"skipping {error}", stacklevel=2)
+            unreadable.append(path)
+            continue
+        found = predictor.predict([image], score_threshold=score_threshold)[0]
+        picture = _unique_name(path.stem, used_names)
+        save_image(draw_instances(image, found, class_names, score_threshold=shown), out / "images" / f"{picture}.png")
+        images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
+                       "width": int(image.shape[1]), "picture": f"images/{picture}.png"})
+        results += coco_results(found, image_id)
+    categories = [{"id": i, "name": name} for i, name in enumerate(class_names) if i > 0]
+    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "images.json", {"images": images, "categories": categories}, indent=1)
+    report(f"wrote {len(results)} detections on {len(images)} images to {out / 'results.json'}, pictures to {out / 'images'}")
+    return unreadable
+
+
+def _unique_name(stem: str, used: set) -> str:
+    """Two inputs with one stem (a/x.jpg, b/x.png) get x and x_2, so no picture overwrites another."""
+    name, number = stem, 2
+    while name in used:
+        name, number = f"{stem}_{number}", number + 1
+    used.add(name)
+    return name
+
+
+# ---------------------------------------------------------------------------------------------- others
+def validate(data: str, *, report=print) -> list:
+    """Every problem of the data set spec `data`, one reported line each; the list of Problems."""
+    from .data import load_dataset_spec, validate_dataset
+
+    kind = data.partition(":")[0].lower()
+    # Build the data set however many instances are bad: the point is to list them all, not to refuse.
+    extra = {"max_skip_fraction": 1.0} if kind in ("coco", "via") else {}
+    with warnings.catch_warnings():
+        # The skips are listed below as problems; warnings here would print each of them twice.
+        warnings.simplefilter("ignore")
+        dataset = load_dataset_spec(data, allow_empty=True, **extra)
+    problems = validate_dataset(dataset)
+    for problem in problems:
+        report(str(problem))
+    report(f"{len(dataset)} images checked, {len(problems)} problem(s)")
+    return problems
+
+
+def export(weights: str, out, *, opset: int | None = None, report=print):
+    """The model `weights` as an ONNX file `out` (export.to_onnx)."""
+    from .export import to_onnx
+    from .saving import load_weights
+
+    to_onnx(load_weights(weights), out, **({"opset": opset} if opset else {}))
+    report(f"wrote {out}")
+
+
+def convert(source: str, target, *, class_names_file=None, report=print):
+    """Weights (matterport .h5, torchvision) -> our .pt, with class names from a file (one a line)."""
+    from .saving import load_weights, save
+
+    model = load_weights(source)
+    if class_names_file:
+        names = [line.strip() for line in Path(class_names_file).read_text().splitlines() if line.strip()]
+        if len(names) == model.config.num_classes - 1:
+            names = ["BG"] + names
+        if len(names) != model.config.num_classes:
+            raise DataError(f"{class_names_file}: {len(names)} names, but the weights have {model.config.num_classes} "
+                            f"classes (background included)")
+        model.class_names = names
+    save(model, target)
+    report(f"wrote {target} ({model.config.num_classes} classes)")
+    return model
