@@ -26,7 +26,8 @@ from .train import Trainer
 # Steps of 8 images. Measured with the schedule ending where training ends (warm-up, then cosine to 0), on
 # 2-core CPUs: 340-360 steps gave mask mAP@0.5 0.930-0.944 (AMD EPYC, AVX2), 483-591 steps 0.948-0.965
 # (Intel Xeon, float32; two of three seeds at 544-591 steps just short of 0.95), 713-843 steps 0.960-0.969
-# (the same Xeon in bfloat16). 700 steps sit where every seed measured met the goal of 0.95.
+# (the same Xeon in bfloat16). 700 steps sit where every seed measured met the goal of 0.95, and take about
+# the demo's usual training time on a quiet 2-core CPU (TRAIN_SECONDS).
 TRAIN_STEPS = 700
 # One epoch of fresh images, so that the Trainer's schedule runs over exactly TRAIN_STEPS steps.
 TRAIN_IMAGES = TRAIN_STEPS * Config.demo().images_per_batch
@@ -37,7 +38,7 @@ TRAIN_SECONDS = 280.0
 SLOW_FACTOR = 1.5  # a projected training time above SLOW_FACTOR x TRAIN_SECONDS is reported as busy or slow
 MEASURED_STEPS = 8  # steps timed for the estimate, after the first (which also builds oneDNN's kernels)
 VAL_IMAGES = 100
-VAL_SEED_OFFSET = 1_000_003  # the held-out images are drawn from the run's seed plus this, apart from the training images
+VAL_SEED_OFFSET = 1_000_003  # held-out images: the run's seed plus this, apart from the training images
 PICTURES = 12
 PICTURE_SCALE = 3  # 128 px shapes drawn at 384 px (nearest neighbour), so that the captions are readable
 SCORE_THRESHOLD = 0.5  # the pictures draw detections scoring this or more (mAP counts those above 0.05)
@@ -187,10 +188,10 @@ def run_demo(out_dir="demo_out", *, seed: int = 0, steps: int | None = None, con
     if tiles:
         save_image(contact_sheet(tiles, columns=2 * SHEET_PAIRS_PER_ROW, labels=labels), out / "contact_sheet.png")
     if unclear:
-        print(f"maskrcnn demo: {len(unclear)} of {len(tiles) // 2} pictures {'has' if len(unclear) == 1 else 'have'} "
-              f"no detection scoring "
-              f"{SCORE_THRESHOLD} or more; {'it shows' if len(unclear) == 1 else 'each shows'} the best {BEST_BELOW} below it, captioned "
-              f"'(< {SCORE_THRESHOLD:.2f})': " + ", ".join(unclear)
+        one = len(unclear) == 1
+        print(f"maskrcnn demo: {len(unclear)} of {len(tiles) // 2} pictures {'has' if one else 'have'} no detection "
+              f"scoring {SCORE_THRESHOLD} or more; {'it shows' if one else 'each shows'} the best {BEST_BELOW} below "
+              f"it, captioned '(< {SCORE_THRESHOLD:.2f})': " + ", ".join(unclear)
               + ("; the model has not learnt the shapes yet" if len(unclear) == len(tiles) // 2 else ""))
     save(model, out / "model.pt")
     metrics = {
