@@ -517,3 +517,15 @@ def test_sigkill_at_random_delays(killed_runs, delay):
     assert result["killed"]
     pointer = check_consistent(directory)
     assert pointer["epoch"] in (1, 2)
+
+
+@pytest.mark.parametrize("content, kind", [(b"learning rate 0.01\nepochs 12\n", "a text file starting with 'learning rate 0.01'"),
+                                           (b"\x89HDF\r\n\x1a\n" + bytes(40), "an HDF5 file")])
+def test_a_file_that_is_no_torch_file_says_what_it_is(tmp_path, content, kind):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert str(path) in message and "not a checkpoint" in message and kind in message
+    assert "code/objects" not in message

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -213,3 +214,111 @@ def test_validate_lists_every_unreadable_image_and_modifies_nothing(coco_set, tm
     # The clean set passes.
     assert main(["validate", "--data", f"coco:{annotation_file}:{images_dir}"]) == 0
     assert "0 problem(s)" in capsys.readouterr().out
+
+
+TINY_ARGS = ["--preset", "demo", *[arg for field in TINY for arg in ("--set", field)], "--no-progress"]
+
+
+def _copy_images(images_dir: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for image in images_dir.iterdir():
+        folder.joinpath(image.name).write_bytes(image.read_bytes())
+    return folder
+
+
+def test_train_on_unreadable_images_is_an_error_naming_them(coco_set, tmp_path, capsys):
+    annotation_file, images_dir = coco_set
+    broken = _copy_images(images_dir, tmp_path / "broken")
+    for image in broken.iterdir():
+        image.write_bytes(b"not an image")
+    data = ["train", "--data", f"coco:{annotation_file}:{broken}", *TINY_ARGS, "--val-fraction", "0", "--epochs", "1"]
+    assert main([*data, "--out", str(tmp_path / "a")]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "photo_" in errors[0] and "max_unreadable_fraction=0.05" in errors[0]
+    assert "--max-unreadable-fraction" in errors[0] and "trained" not in captured.out
+    # Allowing every image to be unreadable still trains on nothing: no batch at all is an error too.
+    assert main([*data, "--max-unreadable-fraction", "1", "--out", str(tmp_path / "b")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "no batch" in errors[0] and "photo_1.png" in errors[0]
+    assert not (tmp_path / "b" / "model.pt").exists()
+
+
+def test_one_missing_image_of_five_stops_training_unless_allowed_and_is_named_once(coco_set, tmp_path, capsys):
+    annotation_file, images_dir = coco_set
+    folder = _copy_images(images_dir, tmp_path / "images")
+    (folder / "photo_3.png").unlink()
+    data = ["train", "--data", f"coco:{annotation_file}:{folder}", *TINY_ARGS, "--val-fraction", "0", "--epochs", "1"]
+    assert main([*data, "--out", str(tmp_path / "a")]) == 2  # 1 of 5 is more than 5%
+    assert "photo_3.png" in capsys.readouterr().err
+    assert main([*data, "--max-unreadable-fraction", "0.25", "--out", str(tmp_path / "b")]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "photo_3.png" in line]
+    # The path and the image id each said once.
+    assert len(warning) == 1 and warning[0].count("photo_3.png") == 1 and warning[0].count("image 3") == 1
+    assert (tmp_path / "b" / "model.pt").is_file()
+
+
+def test_max_steps_backbone_weights_and_checkpoint_every_from_the_command_line(tmp_path, capsys):
+    import torchvision
+
+    trunk = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), trunk)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "shapes:6:64", *TINY_ARGS, "--val-fraction", "0", "--epochs", "3",
+                 "--max-steps", "2", "--checkpoint-every", "1", "--backbone-weights", str(trunk), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "backbone: 100 tensors from" in printed and "stopped at step 2 (max_steps=2)" in printed
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch_0001_step_00000001.pt",
+                                                                         "epoch_0001_step_00000002.pt"]
+
+
+def test_messages_for_people(coco_set, tmp_path, capsys):
+    # A text file given as weights says it is not a checkpoint, naming it.
+    text = tmp_path / "notes.txt"
+    text.write_text("these are my notes, not weights\n")
+    assert main(["evaluate", "--weights", str(text), "--data", "shapes:2:64"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "not a checkpoint" in err and "text file" in err and "code/objects" not in err
+    # num_classes that differs from the data set is refused, saying how to fix it.
+    assert main(["train", "--data", "shapes:2:64", *TINY_ARGS, "--set", "num_classes=7", "--out", str(tmp_path / "r")]) == 2
+    assert "--set num_classes=4" in capsys.readouterr().err
+    # The advice to raise max_skip_fraction can be followed: the flag it names lets the data set load.
+    annotation_file, images_dir = coco_set
+    data = json.loads(annotation_file.read_text())
+    for annotation in data["annotations"][:5]:
+        annotation["bbox"] = [0, 0, 0, 0]  # zero size: skipped
+    skipping = tmp_path / "skipping.json"
+    skipping.write_text(json.dumps(data))
+    spec = f"coco:{skipping}:{images_dir}"
+    assert main(["train", "--data", spec, "--out", str(tmp_path / "s"), "--config", "x.yaml", "--preset", "demo"]) == 2
+    advice = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line][0]
+    assert "--max-skip-fraction 0.63" in advice  # 5 of 8 skipped
+    assert main(["train", "--data", spec, "--out", str(tmp_path / "s"), "--config", "x.yaml", "--preset", "demo",
+                 "--max-skip-fraction", "0.63"]) == 2
+    assert "either a config file" in capsys.readouterr().err  # past the data set, to the next check
+
+
+def test_evaluate_usage_shows_weights_required_and_where_images_are_read(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    usage = text.split("\n\n")[0]
+    assert "--weights WEIGHTS" in usage and "[--weights" not in usage
+    assert "read from the folder that holds FILE.json" in " ".join(text.split())
+
+
+def test_config_list_prints_every_field_with_its_presets(capsys):
+    import dataclasses
+
+    from maskrcnn import Config
+
+    assert main(["config", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for field in dataclasses.fields(Config):
+        line = next(line for line in lines if line.startswith(f"{field.name} ("))
+        meaning = lines[lines.index(line) + 1]
+        assert meaning.startswith("    ") and meaning.strip(), field.name
+    backbone = next(line for line in lines if line.startswith("backbone ("))
+    assert backbone == ("backbone (str): torchvision 'resnet50'; torchvision_v2 'resnet50'; matterport 'resnet101'; "
+                        "demo 'resnet18'")

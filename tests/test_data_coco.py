@@ -288,3 +288,27 @@ def test_no_usable_instance_refused_unless_allowed(tmp_path):
     data["annotations"] = []
     dataset = _load(tmp_path, data, allow_empty=True)
     assert len(dataset) == 3 and dataset.load_mask(0)[0].shape == (0, H, W)
+
+
+def test_misspelled_segmentation_key_is_reported_once_naming_it(tmp_path):
+    data = _data()
+    for annotation in data["annotations"]:
+        annotation["segmentaton"] = annotation.pop("segmentation")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError) as raised:
+            _load(tmp_path, data)
+    message = str(raised.value)
+    assert "'segmentaton'" in message and "4 annotation(s) (10, 11, 12, 20)" in message and "rename it" in message
+    assert not [w for w in caught if issubclass(w.category, DataWarning)]  # not one line per annotation
+
+
+def test_too_many_skipped_says_which_flag_allows_them(tmp_path):
+    data = _data()
+    data["annotations"][0]["bbox"] = [5, 5, 0, 10]
+    data["annotations"][3]["bbox"] = [5, 5, 0, 10]  # 2 of 4 skipped
+    with pytest.warns(DataWarning), pytest.raises(DataError) as raised:
+        _load(tmp_path, data)
+    assert "--max-skip-fraction 0.51" in str(raised.value) and "max_skip_fraction=0.51" in str(raised.value)
+    with pytest.warns(DataWarning):
+        assert len(_load(tmp_path, data, max_skip_fraction=0.51)) == 3

@@ -157,3 +157,22 @@ def test_specs(tmp_path):
 def test_bad_spec_lists_the_accepted_forms(spec):
     with pytest.raises(DataError, match="shapes:COUNT|must be"):
         load_dataset_spec(spec)
+
+
+def test_a_missing_image_is_named_once_when_skipped_and_when_validated(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    data = {"images": [{"id": 1, "width": 8, "height": 8, "file_name": "a.png"},
+                       {"id": 7, "width": 8, "height": 8, "file_name": "gone.png"}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 4, 4],
+                             "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}]}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    dataset = CocoDataset(tmp_path / "c.json", tmp_path)
+    loader = make_loader(dataset, batch_size=2, shuffle=False, seed=0)
+    with pytest.warns(DataWarning) as caught:
+        (batch,) = list(loader)
+    message = str(caught[0].message)
+    assert message.count("gone.png") == 1 and message.count("image 7") == 1 and "image file not found" in message
+    assert len(batch[0]) == 1 and batch.skipped == [(dataset.image_reference(1), "image file not found")]
+    (problem,) = validate_dataset(dataset)
+    assert str(problem).count("gone.png") == 1 and str(problem).count("image 7") == 1
