@@ -24,6 +24,24 @@ EXAMPLES = {
     "config": "maskrcnn config --list",
 }
 
+DETAILS = {  # what --help says of a command between its summary and its example
+    "train": "Writes into --out: checkpoints/epoch_NNNN.pt (+ last.json), train_log.jsonl (losses per step, validation\n"
+             "box/mask mAP@0.5 per epoch), loss.png and the final model.pt. Without --val-data a deterministic share\n"
+             "(--val-fraction) of the images is held out for validation. An --out that already holds checkpoints is\n"
+             "only used with --resume, so a finished run is never overwritten. Training ends after --epochs, or\n"
+             "earlier at --max-steps or --time-budget; a run stopped mid-epoch checkpoints there\n"
+             "(epoch_NNNN_step_NNNNNNNN.pt) and --resume goes on from that step.",
+    "evaluate": "Metrics are fractions in [0, 1]; the JSON holds {\"bbox\": {AP, AP50, ..., ARl, per_class}, \"segm\": {...}},\n"
+                "with null where COCOeval has nothing to score (no ground truth of that size). With coco:FILE.json and\n"
+                "no :IMAGE_DIR the images are read from the folder that holds FILE.json.",
+    "predict": "Writes into --out: images/NAME.png (the image with its instances drawn), results.json (a COCO results\n"
+               "list: image_id, category_id, bbox [x, y, w, h], score, segmentation as RLE) and images.json (the COCO\n"
+               "'images' and 'categories' those ids refer to, so pycocotools can load the results).",
+    "validate": "Reads every annotation, image and mask; prints one line per problem (file, image id, annotation id,\n"
+                "what is wrong) and exits with status 1 when there is any, 0 when the data set is clean.",
+    "config": "Any field can be changed for a run with `maskrcnn train --set FIELD=VALUE` or in a --config file.",
+}
+
 DATA_HELP = ("data set as FORMAT:PATHS: coco:ANNOTATIONS.json[:IMAGE_DIR], via:REGIONS.json[:IMAGE_DIR], "
              "masks:IMAGE_DIR:MASK_DIR, shapes:COUNT[:SIZE[:SEED]]; without IMAGE_DIR the images are read from "
              "the JSON file's folder")
@@ -37,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help_text: str, details: str = "") -> argparse.ArgumentParser:
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        details = DETAILS.get(name, "")
         description = f"{help_text}\n\n{details + chr(10) + chr(10) if details else ''}Example:\n  {EXAMPLES[name]}"
         p = sub.add_parser(name, help=help_text, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
         # SUPPRESS: without it the subcommand's default (False) would overwrite `maskrcnn --debug CMD`.
@@ -49,14 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed for data and training (default: 0)")
     demo.add_argument("--steps", type=int, default=None, help="training steps of 8 images (default: the demo's fixed count, which reaches mask mAP@0.5 0.95; printed at the start)")
 
-    train = command(
-        "train", "Train Mask R-CNN on a data set; checkpoints, validation AP logged, resumable.",
-        "Writes into --out: checkpoints/epoch_NNNN.pt (+ last.json), train_log.jsonl (losses per step, validation\n"
-        "box/mask mAP@0.5 per epoch), loss.png and the final model.pt. Without --val-data a deterministic share\n"
-        "(--val-fraction) of the images is held out for validation. An --out that already holds checkpoints is\n"
-        "only used with --resume, so a finished run is never overwritten. Training ends after --epochs, or\n"
-        "earlier at --max-steps or --time-budget; a run stopped mid-epoch checkpoints there\n"
-        "(epoch_NNNN_step_NNNNNNNN.pt) and --resume goes on from that step.")
+    train = command("train", "Train Mask R-CNN on a data set; checkpoints, validation AP logged, resumable.")
     train.add_argument("--data", required=True, help=DATA_HELP)
     train.add_argument("--val-data", help="validation data set, same forms as --data (default: hold out --val-fraction of --data)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation when there is no --val-data; 0 turns validation off (default: 0.1)")
@@ -82,11 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
     train.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + gradient scaling on CUDA, bfloat16 autocast on a CPU with AMX; off by default, refused on other CPUs")
 
-    evaluate = command(
-        "evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.",
-        "Metrics are fractions in [0, 1]; the JSON holds {\"bbox\": {AP, AP50, ..., ARl, per_class}, \"segm\": {...}},\n"
-        "with null where COCOeval has nothing to score (no ground truth of that size). With coco:FILE.json and\n"
-        "no :IMAGE_DIR the images are read from the folder that holds FILE.json.")
+    evaluate = command("evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.")
     evaluate.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
     evaluate.add_argument("--out", default="metrics.json", help="write the metrics as JSON here (default: metrics.json)")
@@ -94,11 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-skip-fraction", type=float, default=None, help=SKIP_HELP)
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    predict = command(
-        "predict", "Run a model on images or folders; write a picture per image and one COCO-results JSON.",
-        "Writes into --out: images/NAME.png (the image with its instances drawn), results.json (a COCO results\n"
-        "list: image_id, category_id, bbox [x, y, w, h], score, segmentation as RLE) and images.json (the COCO\n"
-        "'images' and 'categories' those ids refer to, so pycocotools can load the results).")
+    predict = command("predict", "Run a model on images or folders; write a picture per image and one COCO-results JSON.")
     predict.add_argument("inputs", nargs="+", help="image files or folders of images (searched recursively)")
     predict.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime)")
     predict.add_argument("--out", required=True, help="output folder")
@@ -108,10 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--onnx", help="the .onnx file for --backend onnxruntime")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    validate = command(
-        "validate", "Check a data set without training and list every problem found.",
-        "Reads every annotation, image and mask; prints one line per problem (file, image id, annotation id,\n"
-        "what is wrong) and exits with status 1 when there is any, 0 when the data set is clean.")
+    validate = command("validate", "Check a data set without training and list every problem found.")
     validate.add_argument("--data", required=True, help=DATA_HELP)
 
     export = command("export", "Export a model to ONNX.")
@@ -124,8 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("target", help="the .pt file to write")
     convert.add_argument("--class-names", help="a text file with one class name per line (background first, or without it)")
 
-    config = command("config", "Describe the config: every field, its type, its value in each preset and what it means.",
-                     "Any field can be changed for a run with `maskrcnn train --set FIELD=VALUE` or in a --config file.")
+    config = command("config", "Describe the config: every field, its type, its value in each preset and what it means.")
     config.add_argument("--list", action="store_true", help="list every config field (what the command does with or without it)")
     return parser
 

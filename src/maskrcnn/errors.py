@@ -1,4 +1,5 @@
-"""Our own exception types: every user-facing failure names the file, id and field (STYLE.md rule 15)."""
+"""Our own exception types: every user-facing failure names the file, id and field, and says what to do, so that
+the person running a command can fix the input without reading a traceback."""
 from __future__ import annotations
 
 

@@ -83,11 +83,7 @@ class CocoDataset(Dataset):
     def _add_images(self, images: list) -> dict:
         by_id = {}
         for index, image in enumerate(images):
-            where = f"{self._where}: images[{index}]"
-            image_id = _field(image, "id", where, (int, str))
-            where = f"{self._where}: image {image_id!r}"
-            if image_id in by_id:
-                raise DataError(f"{self._where}: image id {image_id!r} appears twice in 'images'")
+            image_id, where = self._unique_id(image, "image", index, by_id)
             width = _field(image, "width", where, int)
             height = _field(image, "height", where, int)
             file_name = _field(image, "file_name", where, str)
@@ -103,11 +99,7 @@ class CocoDataset(Dataset):
         self._check_key_spelling(annotations, "segmentation")
         seen, kept = set(), []
         for index, annotation in enumerate(annotations):
-            where = f"{self._where}: annotations[{index}]"
-            annotation_id = _field(annotation, "id", where, (int, str))
-            where = f"{self._where}: annotation {annotation_id!r}"
-            if annotation_id in seen:
-                raise DataError(f"{self._where}: annotation id {annotation_id!r} appears twice in 'annotations'")
+            annotation_id, where = self._unique_id(annotation, "annotation", index, seen)
             seen.add(annotation_id)
             image_id = _field(annotation, "image_id", where, (int, str))
             category_id = _field(annotation, "category_id", where, int)
@@ -134,6 +126,13 @@ class CocoDataset(Dataset):
             kept.append({**annotation, "segmentation": segmentation, "iscrowd": int(crowd),
                          "area": annotation.get("area", _area(segmentation, info))})
         return kept
+
+    def _unique_id(self, record, kind: str, index: int, seen) -> tuple:
+        """(record's "id", how messages name the record: "FILE: image 5"); DataError if the id is in `seen`."""
+        identifier = _field(record, "id", f"{self._where}: {kind}s[{index}]", (int, str))
+        if identifier in seen:
+            raise DataError(f"{self._where}: {kind} id {identifier!r} appears twice in '{kind}s'")
+        return identifier, f"{self._where}: {kind} {identifier!r}"
 
     def _check_key_spelling(self, annotations: list, key: str) -> None:
         """One DataError for annotations that lack `key` but hold a key spelled like it ("segmentaton"),
