@@ -295,21 +295,19 @@ OVERFIT_CONFIG = dict(images_per_batch=OVERFIT_IMAGES, optimizer="adamw", learni
 
 def _losses_on(model, images, targets, seed, proposals_to_use=None, monkeypatch=None):
     """The model's five losses on a batch with the target sampling seeded; optionally with given proposals."""
-    import maskrcnn.model as model_module
-
     recorded = []
-    real_propose = model_module.propose
+    real_propose = model.propose_training  # the proposal layer the model's training forward calls
 
     def propose(*args, **kwargs):
         found = real_propose(*args, **kwargs) if proposals_to_use is None else proposals_to_use
         recorded.append(found)
         return found
 
-    monkeypatch.setattr(model_module, "propose", propose)
+    monkeypatch.setattr(model, "propose_training", propose)
     torch.manual_seed(seed)
     with torch.no_grad():
         losses = {name: value.item() for name, value in model(images, targets).items()}
-    monkeypatch.setattr(model_module, "propose", real_propose)
+    monkeypatch.setattr(model, "propose_training", real_propose)
     return losses, recorded[0]
 
 
