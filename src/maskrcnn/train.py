@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -123,6 +122,7 @@ class Trainer:
         self._saved_step = None  # the step of the newest checkpoint this trainer wrote or resumed from
         from .cpu import has_amx
         from .data import make_loader
+        from .data.worker_log import WorkerLog
         from .distributed import single_process
 
         self.dist = distributed if distributed is not None else single_process()
@@ -415,44 +415,3 @@ def check_has_instances(dataset) -> None:
     where = getattr(dataset, "annotation_file", None) or getattr(dataset, "json_file", None) or "the training data set"
     raise DataError(f"{where}: none of its {len(dataset)} images has a usable (non-crowd) instance after filtering; "
                     f"training would only see background. Check the annotations (`maskrcnn validate`).")
-
-
-class WorkerLog(torch.utils.data.Dataset):
-    """A data set view whose data-loader workers record, in shared memory, their pid and the last images they
-    were given, so that the main process can name them when a worker dies (killed by the OOM killer, ...)."""
-
-    KEPT = 4  # last image indices kept per worker
-
-    def __init__(self, dataset, num_workers: int):
-        self.dataset = dataset
-        self.pids = torch.zeros(num_workers, dtype=torch.int64).share_memory_()
-        self.last = torch.full((num_workers, self.KEPT), -1, dtype=torch.int64).share_memory_()  # oldest first
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        info = torch.utils.data.get_worker_info()
-        if info is not None:
-            self.pids[info.id] = os.getpid()
-            self.last[info.id] = torch.cat([self.last[info.id, 1:], torch.tensor([index])])
-        return self.dataset[index]
-
-    def __getattr__(self, name: str):
-        if name == "dataset":  # not yet set (while unpickling in a worker): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)  # image_reference, num_instances, ... of the wrapped data set
-
-    def describe(self, error: str) -> str:
-        """'data-loader worker 0 (pid 123) died ...; the last images it was given: ...' for the worker(s) in error."""
-        # torch writes "(pid 123)" or "(pid(s) 123, 456)"
-        match = re.search(r"pid(?:\(s\))?\s*([\d,\s]+)", error)
-        named = {int(p) for p in re.findall(r"\d+", match.group(1))} if match else set()
-        workers = [w for w in range(len(self.pids)) if int(self.pids[w]) in named] or list(range(len(self.pids)))
-        parts = []
-        for w in workers:
-            given = [self.dataset.image_reference(int(i)) for i in self.last[w].tolist() if i >= 0]
-            parts.append(f"data-loader worker {w} (pid {int(self.pids[w])}) died; the last images it was given, "
-                         f"the one it was loading last: {', '.join(map(repr, given)) or 'none yet'}")
-        return f"{'; '.join(parts)} (torch: {error.strip()})"
-
