@@ -25,7 +25,7 @@ from maskrcnn.errors import CheckpointError
 from maskrcnn.interop import from_matterport
 from maskrcnn.mask_head import select_class
 from maskrcnn.matterport.crop_and_resize import assign_levels, crop_and_resize
-from maskrcnn.matterport.frame import to_normalized
+from maskrcnn.matterport.normalized import to_normalized
 from maskrcnn.matterport.resize import MatterportPreprocessor, resize_like_skimage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
@@ -367,8 +367,8 @@ def test_ground_truth_boxes_enter_matterports_frame_for_training():
     assert torch.equal(in_frame, torch.tensor([[60.0, 84.0, 99.0, 103.0]]))
     expected = torch.tensor([[84.0, 60.0, 103.0, 99.0]]) / 255
     assert torch.allclose(to_normalized(in_frame, batch.padded_size), expected, atol=1e-7, rtol=0)
-    # ROIs go back to pixels (far corner one past the box) to cut the mask targets: the ground truth itself again
-    assert torch.allclose(model.to_image_frame(in_frame, batch, 0), gt, atol=1e-5, rtol=0)
+    # back to pixels of the padded batch, far corner one past the box: extract_bboxes' box again
+    assert torch.equal(model.frame.to_pixels(in_frame), torch.tensor([[60.0, 84.0, 100.0, 104.0]]))
 
     # The pixel convention (torchvision's) keeps the far corner one past the box
     pixels = MaskRCNN(Config.demo(image_min_dim=128, image_max_dim=256))

@@ -169,7 +169,7 @@ def test_traced_backbone_keeps_the_contiguous_layout(monkeypatch):
 
 def test_channels_last_mask_head_equals_contiguous():
     torch.manual_seed(0)
-    head = MaskHead(in_channels=16, channels=16, num_classes=5, norm="none", train_bn=False, eps=1e-5).double().eval()
+    head = MaskHead(in_channels=16, channels=16, num_classes=5, norm="none", bn_statistics="batch", eps=1e-5).double().eval()
     pooled = torch.rand(7, 16, 14, 14, dtype=torch.float64)
     with torch.no_grad():
         got = head(pooled)
@@ -223,6 +223,6 @@ def test_mask_targets_index_the_truths_instead_of_copying_them():
     matched = torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])
     copies = gt_masks[matched][:, None].float()  # (P, 1, H, W)
     rows = torch.cat((torch.arange(9, dtype=torch.float32)[:, None], rois), dim=1)
-    expected = (roi_align(copies, rows, 28, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0] >= 0.5).float()
+    expected = roi_align(copies, rows, 28, spatial_scale=1.0)[:, 0]
     assert torch.equal(mask_targets(gt_masks, rois, matched, 28), expected)
-    assert 0 < expected.sum() < expected.numel()
+    assert 0 < expected.mean() < 1

@@ -164,25 +164,30 @@ def _rectangle_mask(height=64, width=64, x1=16, y1=16, x2=32, y2=48) -> torch.Te
     return mask
 
 
-def test_mask_target_at_the_rectangle_is_all_ones():
-    target = mask_targets(_rectangle_mask(), boxes((16, 16, 32, 48)), torch.tensor([0]), 28)
+def test_mask_target_inside_the_rectangle_is_all_ones():
+    target = mask_targets(_rectangle_mask(), boxes((18, 18, 30, 46)), torch.tensor([0]), 28)
     assert target.shape == (1, 28, 28) and target.dtype == torch.float32
     assert bool((target == 1).all())
 
 
-def test_mask_target_with_the_rectangle_in_the_left_half():
-    # ROI 32 x 32 whose left 16 columns are the rectangle: left 14 of 28 columns are object.
-    target = mask_targets(_rectangle_mask(), boxes((16, 16, 48, 48)), torch.tensor([0]), 28)
-    expected = torch.zeros((28, 28))
-    expected[:, :14] = 1
-    assert torch.equal(target[0], expected)
+def test_mask_target_with_the_rectangle_in_the_left_half_by_hand():
+    # ROI (16, 16, 48, 48), rectangle columns 16..31 and rows 16..47: bins are 8/7 px, two samples per bin side
+    # (torchvision's adaptive ceil(32 / 28)), at 16 + (j + 0.25) * 8/7 and 16 + (j + 0.75) * 8/7, bilinear
+    # between pixel centres. Column 13 samples x = 31.14 and 31.71: (6/7 + 2/7) / 2 = 4/7 of the object;
+    # columns 14.. sample x >= 32.3: none. Row 27 likewise samples y = 47.14 and 47.71: 4/7.
+    target = mask_targets(_rectangle_mask(), boxes((16, 16, 48, 48)), torch.tensor([0]), 28).double()[0]
+    expected = torch.zeros((28, 28), dtype=torch.float64)
+    expected[:, :13] = 1
+    expected[:, 13] = 4 / 7
+    expected[27] *= 4 / 7
+    torch.testing.assert_close(target, expected, rtol=0, atol=1e-5)  # float32 sample positions
 
 
 def test_mask_target_outside_the_object_is_empty_and_uses_the_matched_mask():
     masks = torch.cat((_rectangle_mask(), _rectangle_mask(x1=40, y1=0, x2=64, y2=12)))
-    rois = boxes((40, 0, 64, 12), (40, 0, 64, 12), (0, 50, 10, 60))
+    rois = boxes((41, 1, 62, 10), (41, 1, 62, 10), (0, 50, 10, 60))
     target = mask_targets(masks, rois, torch.tensor([1, 0, 0]), 28)
-    assert bool((target[0] == 1).all())  # ROI on object 1's rectangle, matched to object 1
+    assert bool((target[0] == 1).all())  # ROI inside object 1's rectangle, matched to object 1
     assert bool((target[1] == 0).all())  # the same ROI matched to object 0 sees none of it
     assert bool((target[2] == 0).all())
 
@@ -192,29 +197,17 @@ def test_mask_target_without_rois_is_empty():
     assert target.shape == (0, 28, 28)
 
 
-def test_mini_mask_target_by_hand():
-    # Object box (16, 16, 48, 48) whose mini-mask (56 x 56) is filled in its left half.
-    mini = torch.zeros((1, 56, 56), dtype=torch.bool)
-    mini[0, :, :28] = True
-    box = boxes((16, 16, 48, 48))
-    target = mask_targets(mini, box, torch.tensor([0]), 28, mask_boxes=box)
-    expected = torch.zeros((28, 28))
-    expected[:, :14] = 1
-    assert torch.equal(target[0], expected)
-    # The ROI that is the object's left half sees only object.
-    left = mask_targets(mini, boxes((16, 16, 32, 48)), torch.tensor([0]), 28, mask_boxes=box)
-    assert bool((left == 1).all())
+def test_mask_targets_equal_torchvisions_project_masks_on_boxes():
+    from torchvision.models.detection.roi_heads import project_masks_on_boxes
 
-
-def test_mini_mask_target_matches_the_full_mask_target():
-    full = _rectangle_mask(x1=20, y1=12, x2=44, y2=52)  # object box (20, 12, 44, 52)
-    box = boxes((20, 12, 44, 52))
-    mini = minimize_masks(box, full, (56, 56))
-    rois = boxes((20, 12, 44, 52), (8, 12, 44, 52), (20, 12, 56, 40))
-    from_full = mask_targets(full, rois, torch.zeros(3, dtype=torch.int64), 28)
-    from_mini = mask_targets(mini, rois, torch.zeros(3, dtype=torch.int64), 28, mask_boxes=box)
-    assert bool((from_full[0] == 1).all())
-    assert torch.equal(from_mini, from_full)
+    generator = torch.Generator().manual_seed(3)
+    masks = torch.rand(4, 50, 70, generator=generator) > 0.4  # (G, H, W)
+    corner = torch.rand(12, 2, generator=generator) * torch.tensor([50.0, 30.0])
+    rois = torch.cat((corner, corner + 2 + torch.rand(12, 2, generator=generator) * 25), dim=1).double()  # (P, 4)
+    matched = torch.randint(0, 4, (12,), generator=generator)
+    expected = project_masks_on_boxes(masks.to(torch.uint8), rois, matched, 28)
+    assert torch.equal(mask_targets(masks, rois, matched, 28), expected)
+    assert 0 < expected.mean() < 1
 
 
 def test_mask_roi_sample_is_all_positives_unless_limited():

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from .boxes import encode_deltas
-from .layers import norm_layer
+from .layers import head_norm_layer
 from .matching import label_anchors, sample_labels
 from .structures import NEGATIVE, POSITIVE
 
@@ -30,7 +30,8 @@ class BoxHead(nn.Module):
     form "conv4fc": four 3x3 convs of F with batch norm and one fully connected layer (torchvision v2).
     """
 
-    def __init__(self, *, in_channels: int, pool_size: int, hidden: int, num_classes: int, form: str, train_bn: bool, eps: float):
+    def __init__(self, *, in_channels: int, pool_size: int, hidden: int, num_classes: int, form: str, bn_statistics: str, eps: float):
+        """bn_statistics: "batch" or "running", for the batch norms of "conv" and "conv4fc" (`head_norm_layer`)."""
         super().__init__()
         self.form = form
         if form == "fc":
@@ -40,16 +41,17 @@ class BoxHead(nn.Module):
                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             )
         elif form == "conv":
-            norm = norm_layer(train_bn, eps)
+            norm = head_norm_layer(bn_statistics, eps)
             self.shared = nn.Sequential(
                 nn.Conv2d(in_channels, hidden, pool_size), norm(hidden), nn.ReLU(inplace=True),
                 nn.Conv2d(hidden, hidden, 1), norm(hidden), nn.ReLU(inplace=True),
                 nn.Flatten(),
             )
         else:  # "conv4fc"
+            norm = head_norm_layer(bn_statistics, 1e-5)  # torchvision v2's heads keep BatchNorm2d's default eps
             layers = []
             for _ in range(4):
-                layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), norm(in_channels), nn.ReLU(inplace=True)]
             layers += [nn.Flatten(), nn.Linear(in_channels * pool_size * pool_size, hidden), nn.ReLU(inplace=True)]
             self.shared = nn.Sequential(*layers)
         self.class_logits = nn.Linear(hidden, num_classes)

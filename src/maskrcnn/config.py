@@ -86,6 +86,10 @@ class Config:
     box_head_channels: int = 1024  # matterport FPN_CLASSIF_FC_LAYERS_SIZE
     mask_head_channels: int = 256
     mask_head_norm: str = "none"  # "none" or "batch"
+    # The heads' batch norm (mask head with mask_head_norm "batch", box head "conv" / "conv4fc") always trains its
+    # gamma and beta; in training it normalises by the "batch" (torchvision v2's nn.BatchNorm2d) or by its
+    # "running" statistics, left unchanged (matterport's BatchNorm(training=TRAIN_BN) with TRAIN_BN False)
+    head_bn_statistics: str = "batch"
     train_rois_per_image: int = 512  # matterport TRAIN_ROIS_PER_IMAGE
     roi_positive_ratio: float = 0.25
     # At most this many positive ROIs per image (a random subset) train the mask head; 0: all of them, as the
@@ -165,6 +169,7 @@ class Config:
             roi_sampling_ratio=1,
             box_head="conv",
             mask_head_norm="batch",
+            head_bn_statistics="running",
             train_rois_per_image=200,
             roi_positive_ratio=0.33,
             detection_min_confidence=0.7,
@@ -273,6 +278,7 @@ class Config:
             "rpn_objectness": ("sigmoid", "softmax"),
             "box_head": ("fc", "conv", "conv4fc"),
             "mask_head_norm": ("none", "batch"),
+            "head_bn_statistics": ("batch", "running"),
             "detection_class_mode": ("all", "argmax"),
             "image_resize_mode": ("shorter_side", "square", "none"),
             "optimizer": ("sgd", "adamw"),

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .boxes import decode_deltas
+from .mask_head import mask_targets
 from .postprocess import paste_masks, to_original
 from .structures import Detections
 
@@ -44,6 +45,14 @@ class PixelFrame:
     def detection_window(self, window):
         """Where detections are clipped: the image's window (y1, x1, y2, x2)."""
         return window
+
+    def mask_targets(self, masks: Tensor, rois: Tensor, matched_gt: Tensor, window, padded_size: tuple[int, int],
+                     mask_size: int) -> Tensor:
+        """(P, M, M) mask targets of the positive ROIs: masks (G, h, w) of the resized image (the window of the
+        padded batch), rois (P, 4) in this frame of the padded batch (`mask_head.mask_targets`)."""
+        top, left = window[0], window[1]
+        shift = torch.tensor([left, top, left, top], dtype=rois.dtype, device=rois.device)
+        return mask_targets(masks, self.to_pixels(rois) - shift, matched_gt, mask_size)
 
     def to_detections(self, boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window,
                       padded_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float) -> Detections:

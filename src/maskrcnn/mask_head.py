@@ -12,19 +12,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from .layers import norm_layer
+from .layers import head_norm_layer
 
 
 class MaskHead(nn.Module):
     """Four 3x3 convs (with batch norm when norm == "batch"), a 2x2 stride-2 deconv, a 1x1 conv per class."""
 
-    def __init__(self, *, in_channels: int, channels: int, num_classes: int, norm: str, train_bn: bool, eps: float, num_convs: int = 4):
+    def __init__(self, *, in_channels: int, channels: int, num_classes: int, norm: str, bn_statistics: str, eps: float,
+                 num_convs: int = 4):
+        """norm "batch": each conv followed by batch norm (`head_norm_layer(bn_statistics, eps)`), "none": not."""
         super().__init__()
         layers = []
         for i in range(num_convs):
             conv_in = in_channels if i == 0 else channels
             if norm == "batch":
-                layers += [nn.Conv2d(conv_in, channels, 3, padding=1, bias=False), norm_layer(train_bn, eps)(channels)]
+                layers += [nn.Conv2d(conv_in, channels, 3, padding=1, bias=False), head_norm_layer(bn_statistics, eps)(channels)]
             else:
                 layers.append(nn.Conv2d(conv_in, channels, 3, padding=1))
             layers.append(nn.ReLU(inplace=True))
@@ -60,30 +62,20 @@ def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: int, mask_boxes: Tensor | None = None) -> Tensor:
-    """(P, M, M) float targets: each positive ROI's ground-truth mask cut out at the ROI and resized.
+def mask_targets(gt_masks: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: int) -> Tensor:
+    """(P, M, M) float targets in [0, 1]: each positive ROI's ground-truth mask cut out at the ROI and resized,
+    as torchvision's `project_masks_on_boxes` (roi_align, aligned=False, adaptive sampling; not thresholded).
 
-    gt_masks: (G, H, W) full-image masks, or (G, h, w) mini-masks when mask_boxes (G, 4), the boxes the
-    mini-masks were cut from, is given (the ROI is then mapped into the mini-mask's frame).
-    rois: (P, 4) x1 y1 x2 y2 in the image; matched_gt: (P,) index of each ROI's ground truth.
-    ROIAlign with aligned=True samples the mask at the ROI's true sub-pixel position.
+    gt_masks: (G, h, w) masks of the resized image; rois: (P, 4) x1 y1 x2 y2 in that image's pixels;
+    matched_gt: (P,) index of each ROI's ground truth.
     """
     if len(rois) == 0:
-        return gt_masks.new_zeros((0, mask_size, mask_size), dtype=torch.float32)
-    masks = gt_masks[:, None].to(rois.dtype)  # (G, 1, H, W): each ROI samples its own truth by index below
-    boxes = rois
-    if mask_boxes is not None:
-        frame = mask_boxes[matched_gt].to(rois.dtype)  # (P, 4) where each mini-mask lies in the image
-        scale_x = masks.shape[-1] / (frame[:, 2] - frame[:, 0]).clamp(min=1e-6)
-        scale_y = masks.shape[-2] / (frame[:, 3] - frame[:, 1]).clamp(min=1e-6)
-        boxes = torch.stack(
-            ((rois[:, 0] - frame[:, 0]) * scale_x, (rois[:, 1] - frame[:, 1]) * scale_y,
-             (rois[:, 2] - frame[:, 0]) * scale_x, (rois[:, 3] - frame[:, 1]) * scale_y), dim=1)
+        return rois.new_zeros((0, mask_size, mask_size))
+    masks = gt_masks[:, None].to(rois.dtype)  # (G, 1, h, w): each ROI samples its own truth by index below
     # roi_align's batch index picks each ROI's ground truth, so the G masks are not copied once per ROI
     # (P copies of a full-image float mask: ~0.4 GB per 800x1066 image at 128 positives).
     index = matched_gt.to(rois.dtype)[:, None]  # (P, 1)
-    cut = roi_align(masks, torch.cat((index, boxes), dim=1), mask_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    return (cut[:, 0] >= 0.5).to(torch.float32)  # (P, M, M)
+    return roi_align(masks, torch.cat((index, rois), dim=1), mask_size, spatial_scale=1.0)[:, 0]  # (P, M, M)
 
 
 def mrcnn_mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:

@@ -20,9 +20,9 @@ from .backbone import build_backbone
 from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
 from .config import Config
 from .layout import build_preprocessor, layout_of
-from .mask_head import MaskHead, mask_targets, mrcnn_mask_loss, sample_mask_rois, select_class
-from .postprocess import BoxDetections, detect, to_original
-from .preprocess import ImageBatch, to_image_tensors
+from .mask_head import MaskHead, mrcnn_mask_loss, sample_mask_rois, select_class
+from .postprocess import BoxDetections, detect
+from .preprocess import ImageBatch, to_image_tensors, window_size
 from .proposals import propose
 from .rpn import RPNHead, rpn_bbox_loss, rpn_class_loss, rpn_targets
 from .structures import Detections
@@ -64,11 +64,11 @@ class MaskRCNN(nn.Module):
         self.mask_roi_align = pooler(output_size=c.mask_pool_size)
         self.box_head = BoxHead(
             in_channels=c.fpn_channels, pool_size=c.pool_size, hidden=c.box_head_channels, num_classes=c.num_classes,
-            form=c.box_head, train_bn=c.train_bn, eps=c.batch_norm_eps,
+            form=c.box_head, bn_statistics=c.head_bn_statistics, eps=c.batch_norm_eps,
         )
         self.mask_head = MaskHead(
             in_channels=c.fpn_channels, channels=c.mask_head_channels, num_classes=c.num_classes,
-            norm=c.mask_head_norm, train_bn=c.train_bn, eps=c.batch_norm_eps,
+            norm=c.mask_head_norm, bn_statistics=c.head_bn_statistics, eps=c.batch_norm_eps,
         )
 
         # The proposal layer, the detection layer and the two target makers: functions with the config's
@@ -148,8 +148,10 @@ class MaskRCNN(nn.Module):
         positive_labels = torch.cat([l[pick] for l, pick in zip(sampled.labels.split([len(r) for r in sampled.rois]), mask_picks)])
         positive_matches = [matched[pick] for matched, pick in zip(sampled.matched_gt, mask_picks)]  # per image (P,)
         mask_logits = self.mask_head(self.mask_roi_align(features, positive_rois))  # (P, C, M, M)
+        # Targets are cut from the masks resized with the image (torchvision's transform, matterport's resize_mask)
         goal_masks = torch.cat([
-            mask_targets(masks, self.to_image_frame(rois, batch, i), matched, self.mask_size)
+            self.frame.mask_targets(self.preprocessor.resize_masks(masks, window_size(batch.windows[i])), rois, matched,
+                                    batch.windows[i], batch.padded_size, self.mask_size)
             for i, (masks, rois, matched) in enumerate(zip(gt_masks, positive_rois, positive_matches))
         ]).to(mask_logits.device)  # (P, M, M)
 
@@ -194,10 +196,6 @@ class MaskRCNN(nn.Module):
         factor = torch.tensor([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype, device=boxes.device)
         shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
         return self.frame.from_pixels(boxes * factor + shift)
-
-    def to_image_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
-        """(R, 4) boxes in the model's frame of the padded batch -> original-image pixels."""
-        return to_original(self.frame.to_pixels(boxes), batch.windows[index], batch.original_sizes[index])
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()

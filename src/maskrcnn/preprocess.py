@@ -26,6 +26,11 @@ class ImageBatch:
         return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
 
 
+def window_size(window: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(h, w) of the resized image from its window (y1, x1, y2, x2) in the padded batch."""
+    return window[2] - window[0], window[3] - window[1]
+
+
 def to_image_tensor(image, index: int) -> Tensor:
     """One input image -> (3, H, W) float tensor in [0, 1].
 
@@ -123,6 +128,14 @@ class Preprocessor:
             sizes.append((int(height), int(width)))
         tensor, windows = self.pad(resized)
         return ImageBatch(tensor, windows, scales, sizes)
+
+    def resize_masks(self, masks: Tensor, size: tuple[int, int]) -> Tensor:
+        """(G, H, W) bool instance masks -> (G, h, w) bool, resized with the image to its resized size (h, w)
+        by nearest neighbour, as torchvision's transform resizes target masks. uint8, not float: the same
+        pixels are picked, without a float copy of every full-size mask."""
+        if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
+            return masks.new_zeros((masks.shape[0], *size)) if masks.shape[0] == 0 else masks
+        return F.interpolate(masks[:, None].to(torch.uint8), size=tuple(size), mode="nearest")[:, 0].bool()
 
     def pad(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int, int, int]]]:
         """Zero-pad to one (N, 3, Hp, Wp) tensor: Hp, Wp multiples of size_divisor (square: max_dim)."""

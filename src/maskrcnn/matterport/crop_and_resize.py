@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .frame import to_normalized
+from .normalized import to_normalized
 
 def crop_and_resize(features: Tensor, boxes: Tensor, box_index: Tensor, size: int) -> Tensor:
     """TensorFlow's `crop_and_resize(method="bilinear", extrapolation_value=0)`, channels first.

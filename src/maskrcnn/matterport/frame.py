@@ -17,16 +17,9 @@ from torch import Tensor
 
 from ..frame import PixelFrame
 from ..structures import Detections
+from .crop_and_resize import crop_and_resize
+from .normalized import to_normalized
 from .resize import resize_like_skimage
-
-
-def to_normalized(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """(..., 4) x1 y1 x2 y2 in this convention -> (..., 4) matterport's normalised y1 x1 y2 x2."""
-    height, width = image_size
-    return torch.stack(
-        (boxes[..., 1] / (height - 1), boxes[..., 0] / (width - 1), boxes[..., 3] / (height - 1), boxes[..., 2] / (width - 1)),
-        dim=-1,
-    )
 
 
 def pixels_to_frame(boxes: Tensor) -> Tensor:
@@ -158,6 +151,18 @@ class MatterportFrame(PixelFrame):
 
     def detection_window(self, window):
         return window_in_frame(window)
+
+    def mask_targets(self, masks: Tensor, rois: Tensor, matched_gt: Tensor, window, padded_size: tuple[int, int],
+                     mask_size: int) -> Tensor:
+        """matterport's `detection_targets_graph`: crop_and_resize of the ground-truth masks (in the padded
+        image) at the normalised ROIs, rounded half to even. masks: (G, h, w) of the resized image."""
+        if len(rois) == 0:
+            return rois.new_zeros((0, mask_size, mask_size))
+        y1, x1, y2, x2 = window
+        padded = masks.new_zeros((masks.shape[0], 1, *padded_size), dtype=rois.dtype)  # (G, 1, Hp, Wp)
+        padded[:, 0, y1:y2, x1:x2] = masks.to(rois.dtype)
+        cut = crop_and_resize(padded, to_normalized(rois, padded_size), matched_gt, mask_size)  # (P, 1, M, M)
+        return torch.round(cut[:, 0])
 
     def to_detections(self, boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window,
                       padded_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float) -> Detections:
