@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS_OWN_FILES = "# needs your own files"
 QUICKSTART = (
     'python -m pip install -e ".[test,onnx]" && maskrcnn demo --out demo_out',
-    'python -m pip install -e ".[test,onnx]" && python -m pytest -q',
+    './scripts/setup-tests.sh && python -m pytest -q',
 )
 
 
