@@ -165,3 +165,38 @@ def test_full_size_torchvision_preset(tmp_path):
         assert_same(expected, predictor.predict([image], score_threshold=0.5)[0])
         found += len(expected)
     assert found > 0
+
+
+def canonical_order(found):
+    """Detections sorted by decreasing score, equal scores by box (x1, y1, x2, y2): the order among exactly
+    equal scores is not defined (it follows the proposals' order, which float rounding may change)."""
+    keys = torch.cat((-found.scores[:, None].double(), found.boxes.double()), dim=1).tolist()
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    return type(found)(found.boxes[order], found.labels[order], found.scores[order], found.masks[order])
+
+
+@pytest.mark.slow
+def test_full_size_torchvision_model_with_a_confident_head_on_every_shape(tmp_path):
+    """torchvision's own maskrcnn_resnet50_fpn (800/1333 resizing) with its class logits scaled 40x, so that most
+    scores saturate at 1.0: on landscape, portrait, square and odd images (none the export's size) the graph
+    gives PyTorch's detections. Equal scores were once ordered differently by the two NMS implementations, and
+    the 100-detection cut then kept other boxes (boxes off by up to 560 px)."""
+    import torchvision
+
+    from maskrcnn.interop import from_torchvision
+
+    torch.manual_seed(31)
+    reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5,
+                                                                   box_score_thresh=0.3)
+    with torch.no_grad():
+        reference.roi_heads.box_predictor.cls_score.weight.mul_(40)
+    model = from_torchvision(reference.eval()).eval()
+    predictor = OnnxPredictor(to_onnx(model, tmp_path / "tv.onnx"), threads=2)
+    saturated = 0
+    for image in images([(431, 617), (640, 352), (301, 301), (333, 517)], seed=7):
+        expected = model.predict([image])[0]
+        got = predictor.predict([image])[0]
+        assert len(expected) > 0
+        assert_same(canonical_order(expected), canonical_order(got))
+        saturated += int((expected.scores == 1.0).sum())
+    assert saturated > 100  # the case that matters: many exactly equal scores

@@ -42,3 +42,15 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         start += count
     keep = torch.where(keep_mask)[0]  # (K,) ascending
     return keep[scores[keep].sort(descending=True)[1]]
+
+
+def top_k_stable(scores: Tensor, k) -> Tensor:
+    """(..., k) indices of the k largest scores along the last dimension, ties to the lower index (as
+    tf.nn.top_k).
+
+    While tracing for ONNX export (which has no stable sort) this is topk: ONNX's TopK puts equal values in
+    index order, as tf.nn.top_k does, while torch.topk on the CPU promises no order among ties.
+    """
+    if torch.jit.is_tracing():
+        return scores.topk(k, dim=-1).indices
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]

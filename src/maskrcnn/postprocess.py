@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .boxes import clip_to_window, keep_min_size
-from .nms import batched_nms  # torchvision's result, without a full pass per class
+from .nms import batched_nms, top_k_stable  # torchvision's result, without a full pass per class
 
 if TYPE_CHECKING:  # for the annotation only: frame.PixelFrame finishes with this module's paste_masks
     from .frame import PixelFrame
@@ -69,7 +69,13 @@ def detect(
     if min_size > 0:
         keep = keep_min_size(boxes, min_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    keep = batched_nms(boxes, scores, labels, nms_threshold)[:max_instances]  # sorted by decreasing score
+    # Candidates by decreasing score, equal scores in candidate order; NMS then ranks by position, not by score,
+    # so that equal scores (saturated at 1.0 by a confident head) are broken alike in PyTorch and in an exported
+    # graph, whose NMS sorts ties its own way. Without ties this is exactly batched_nms on the scores.
+    order = top_k_stable(scores, scores.shape[0])  # (K,)
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    rank = torch.arange(scores.shape[0], 0, -1, dtype=boxes.dtype, device=boxes.device)  # (K,) distinct, decreasing
+    keep = batched_nms(boxes, rank, labels, nms_threshold)[:max_instances]  # by decreasing score
     return BoxDetections(boxes[keep], scores[keep], labels[keep])
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..frame import PixelFrame
+from ..nms import top_k_stable
 from ..structures import Detections
 from .crop_and_resize import crop_and_resize
 from .normalized import to_normalized
@@ -65,17 +66,6 @@ def image_frame(image_size: tuple[int, int]) -> tuple[float, float, float, float
     if torch.jit.is_tracing():  # traced sizes are graph values; float() would freeze the example's padded size
         return 0.0, 0.0, image_size[0] - 1, image_size[1] - 1
     return 0.0, 0.0, float(image_size[0] - 1), float(image_size[1] - 1)
-
-
-def top_k_stable(scores: Tensor, k: int) -> Tensor:
-    """(N, k) indices of the k largest scores per row, ties to the lower index (as tf.nn.top_k).
-
-    While tracing for ONNX export (which has no stable sort) this is topk: ONNX's TopK puts equal values in
-    index order, as tf.nn.top_k does, while torch.topk on the CPU promises no order among ties.
-    """
-    if torch.jit.is_tracing():
-        return scores.topk(k, dim=1).indices
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def unmold_boxes(boxes: Tensor, window: tuple[int, int, int, int], image_size: tuple[int, int], original_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
