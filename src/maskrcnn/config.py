@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .files import atomic_write_text
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 LOSS_NAMES = ("rpn_class", "rpn_bbox", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask")
@@ -370,7 +371,7 @@ class Config:
             text = json.dumps(data, indent=2)
         else:
             text = yaml.safe_dump(data, sort_keys=False)
-        path.write_text(text)
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path) -> "Config":

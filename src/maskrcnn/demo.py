@@ -7,7 +7,6 @@ after the first steps and the projected total printed.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from .config import Config
 from .cpu import has_amx
 from .data import HorizontalFlip, ShapesDataset
 from .evaluation import evaluate_map
+from .files import atomic_write_json
 from .model import MaskRCNN
 from .saving import save
 from .train import Trainer
@@ -205,5 +205,5 @@ def run_demo(out_dir="demo_out", *, seed: int = 0, steps: int | None = None, con
         "val_images": val_images,
         "pictures_below_threshold": len(unclear),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_json(out / "metrics.json", metrics, indent=2)
     return metrics
