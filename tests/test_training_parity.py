@@ -97,3 +97,27 @@ def test_one_training_step_equals_torchvision(version):
         assert (mine - gradient).abs().max().item() <= 1e-5 * scale + 1e-12, name
         compared += 1
     assert compared == sum(p.requires_grad for p in ours.parameters())  # every trainable tensor of ours compared
+
+
+@pytest.mark.parametrize("positives, negatives, size, fraction", [
+    (10, 1000, 256, 0.5),  # few positives: negatives fill the sample (RPN, 256 anchors)
+    (400, 1000, 256, 0.5),  # too many positives: half of the sample
+    (30, 20, 512, 0.25),  # fewer candidates than the sample (ROI heads, 512)
+    (0, 700, 512, 0.25),
+    (300, 0, 512, 0.25),
+])
+def test_sampling_keeps_the_counts_of_torchvisions_balanced_sampler(positives, negatives, size, fraction):
+    """torchvision's BalancedPositiveNegativeSampler: at most int(size * fraction) positives, negatives fill the
+    rest; which ones is random in both, the counts are not."""
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+
+    from maskrcnn.matching import sample_labels
+    from maskrcnn.structures import IGNORE, NEGATIVE, POSITIVE
+
+    labels = torch.cat((torch.full((positives,), POSITIVE), torch.full((negatives,), NEGATIVE), torch.full((50,), IGNORE)))
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    [pos_mask], [neg_mask] = BalancedPositiveNegativeSampler(size, fraction)([labels.clone()])
+    ours = sample_labels(labels, size, fraction, generator=torch.Generator().manual_seed(2))
+    assert int((ours == POSITIVE).sum()) == int(pos_mask.sum())
+    assert int((ours == NEGATIVE).sum()) == int(neg_mask.sum())
+    assert bool((labels[ours == POSITIVE] == POSITIVE).all()) and bool((labels[ours == NEGATIVE] == NEGATIVE).all())
