@@ -22,6 +22,7 @@ EXAMPLES = {
     "export": "maskrcnn export --weights runs/exp1/model.pt --out model.onnx",
     "convert": "maskrcnn convert mask_rcnn_coco.h5 model.pt --class-names coco_names.txt",
     "config": "maskrcnn config --list",
+    "serve": "maskrcnn serve --weights runs/exp1/model.pt --host 127.0.0.1 --port 8000 --workers 1",
 }
 
 DETAILS = {  # what --help says of a command between its summary and its example
@@ -125,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("target", help="the .pt file to write")
     convert.add_argument("--class-names", help="a text file with one class name per line (background first, or without it)")
 
+    serve = command("serve", "Serve a model over HTTP (POST /predict, GET /health, GET /model) with a page to try it at GET /.")
+    serve.add_argument("--weights", required=True, help=f"{WEIGHTS_HELP}, or a .onnx file with --backend onnxruntime")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    serve.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images with 413 (default: 40000000)")
+    serve.add_argument("--workers", type=int, default=1, help="model workers; the CPU's cores are divided among them and "
+                       "requests queue for a free one (default: 1)")
+
     config = command("config", "Describe the config: every field, its type, its value in each preset and what it means.")
     config.add_argument("--list", action="store_true", help="list every config field (what the command does with or without it)")
     return parser
@@ -150,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return {
                 "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "validate": cmd_validate, "export": cmd_export, "convert": cmd_convert, "config": cmd_config,
+                "serve": cmd_serve,
             }[args.command](args) or 0
     # User errors: our own types, impossible values, and files that are missing, unreadable or unwritable.
     except (MaskRCNNError, ValueError, OSError) as error:
@@ -231,6 +242,14 @@ def cmd_convert(args) -> int:
     from .runs import convert
 
     convert(args.source, args.target, class_names_file=args.class_names)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.weights, host=args.host, port=args.port, backend=args.backend, max_pixels=args.max_pixels,
+          workers=args.workers, report=lambda line: print(line, flush=True))
     return 0
 
 
