@@ -4,14 +4,14 @@ Needs the `serve` extra: `pip install "maskrcnn[serve]"` (FastAPI, uvicorn, pyth
 """
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from ..errors import MissingDependencyError
 
-try:
-    import fastapi  # noqa: F401
-    import multipart  # noqa: F401
-    import uvicorn  # noqa: F401
-except ImportError as error:
-    raise MissingDependencyError(f"maskrcnn serve needs {error.name}: pip install \"maskrcnn[serve]\"") from error
+# python-multipart is imported as python_multipart from 0.0.13 on, as multipart before.
+for _name in ("fastapi", "uvicorn", "python_multipart" if find_spec("python_multipart") else "multipart"):
+    if find_spec(_name) is None:
+        raise MissingDependencyError(f"maskrcnn serve needs {_name}: pip install \"maskrcnn[serve]\"")
 
 from .app import ServerSettings, create_app  # noqa: E402
 from .server import BackgroundServer, build_app, serve  # noqa: E402
