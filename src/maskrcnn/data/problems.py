@@ -24,6 +24,7 @@ class Problem:
     message: str
     image_id: object = None
     annotation_id: object = None
+    fatal: bool = False  # the data set cannot be used as it is (training refuses it)
 
     def __str__(self) -> str:
         where = [str(self.path)] if self.path else []
@@ -31,14 +32,18 @@ class Problem:
             where.append(f"image {self.image_id!r}")
         if self.annotation_id is not None:
             where.append(f"annotation {self.annotation_id!r}")
-        return f"{', '.join(where)}: {self.message}" if where else self.message
+        text = f"{', '.join(where)}: {self.message}" if where else self.message
+        return f"error: {text}" if self.fatal else text
 
 
 class SkipLog:
     """Counts and records what loading one annotation file skipped or repaired."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, collect_errors: bool = False):
         self.path = path
+        # False: `finish` raises one DataError naming every fatal problem; True: they are only recorded
+        # (for `maskrcnn validate`, which lists everything).
+        self.collect_errors = collect_errors
         self.problems: list[Problem] = []
         self.skipped_instances: Counter = Counter()  # reason -> instances dropped
         self.repairs: Counter = Counter()  # reason -> things fixed or dropped without losing the instance
@@ -53,19 +58,42 @@ class SkipLog:
         self.repairs[reason] += 1
         self._record(message, image_id, annotation_id)
 
+    def ignore(self, reason: str, message: str, *, image_id=None, annotation_id=None) -> None:
+        """Something that is not an instance (a point, a line) is left out; it does not count as skipped."""
+        self.repairs[reason] += 1
+        self._record(message, image_id, annotation_id)
+
+    def fatal(self, message: str, *, image_id=None, annotation_id=None, path: str | None = None) -> None:
+        """Something that makes the data set unusable; loading goes on to find the others."""
+        self.problems.append(Problem(path or self.path, message, image_id, annotation_id, fatal=True))
+
+    @property
+    def fatal_problems(self) -> list:
+        return [problem for problem in self.problems if problem.fatal]
+
     def _record(self, message: str, image_id, annotation_id) -> None:
         problem = Problem(self.path, message, image_id, annotation_id)
         self.problems.append(problem)
         if len(self.problems) <= _MAX_INDIVIDUAL_WARNINGS:
             warnings.warn(str(problem), DataWarning, stacklevel=4)
 
+    def raise_fatal(self) -> None:
+        """One DataError listing every fatal problem, one a line (unless collect_errors)."""
+        fatal = self.fatal_problems
+        if fatal and not self.collect_errors:
+            lines = "\n".join(f"  {_strip_error(problem)}" for problem in fatal)
+            raise DataError(f"{self.path}: {len(fatal)} problem(s) make the data set unusable; fix them "
+                            f"(`maskrcnn validate` lists every problem):\n{lines}")
+
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped_instances.values())
 
     def finish(self, total_instances: int, max_skip_fraction: float) -> None:
-        """Warn once with the counts; raise DataError if more than `max_skip_fraction` were skipped."""
-        if not self.problems:
+        """Raise the fatal problems (`raise_fatal`); warn once with the counts; raise DataError if more than
+        `max_skip_fraction` were skipped."""
+        self.raise_fatal()
+        if not [problem for problem in self.problems if not problem.fatal]:
             return
         parts = [f"{n} {reason}" for reason, n in sorted(self.skipped_instances.items())]
         repairs = [f"{n} {reason}" for reason, n in sorted(self.repairs.items())]
@@ -77,7 +105,7 @@ class SkipLog:
         if len(self.problems) > _MAX_INDIVIDUAL_WARNINGS:
             summary += f" ({len(self.problems) - _MAX_INDIVIDUAL_WARNINGS} more problems not shown one by one)"
         warnings.warn(summary, DataWarning, stacklevel=3)
-        if total_instances and self.num_skipped / total_instances > max_skip_fraction:
+        if total_instances and self.num_skipped / total_instances > max_skip_fraction and not self.collect_errors:
             raise DataError(
                 f"{summary}: that is more than max_skip_fraction={max_skip_fraction:g} of the instances; "
                 f"fix the annotations (see the warnings above or run `maskrcnn validate`), or, if the loss is "
@@ -85,6 +113,10 @@ class SkipLog:
                 f"(maskrcnn train and evaluate) or max_skip_fraction={_enough(self.num_skipped / total_instances)} "
                 f"(CocoDataset, ViaDataset)"
             )
+
+
+def _strip_error(problem: Problem) -> str:
+    return str(Problem(problem.path, problem.message, problem.image_id, problem.annotation_id))
 
 
 def _enough(share: float) -> str:

@@ -4,6 +4,10 @@
     via:REGIONS.json[:IMAGE_DIR]         image folder defaults to the JSON file's folder
     masks:IMAGE_DIR:MASK_DIR             instance-id mask images, one class
     shapes:COUNT[:SIZE[:SEED]]           synthetic shapes; SIZE is one number or HEIGHTxWIDTH
+    labelme:DIR                          LabelMe JSON files under DIR
+    cvat:ANNOTATIONS.xml[:IMAGE_DIR]     CVAT for images 1.1; images default to the XML's folder (or its images/)
+    labelstudio:EXPORT.json[:IMAGE_DIR]  Label Studio JSON export; images found by file name
+    yolo:DATA.yaml[:SPLIT]               Ultralytics YOLO segmentation; SPLIT defaults to train
 """
 from __future__ import annotations
 
@@ -12,12 +16,19 @@ import re
 
 from ..errors import DataError
 from .coco import CocoDataset
+from .cvat import CvatDataset
+from .labelme import LabelMeDataset
+from .labelstudio import LabelStudioDataset
 from .mask_folder import MaskFolderDataset
 from .shapes import ShapesDataset
 from .via import ViaDataset
+from .yolo import YoloDataset
 
 ACCEPTED_FORMS = ("coco:ANNOTATIONS.json[:IMAGE_DIR]", "via:REGIONS.json[:IMAGE_DIR]",
-                  "masks:IMAGE_DIR:MASK_DIR", "shapes:COUNT[:SIZE[:SEED]]")
+                  "masks:IMAGE_DIR:MASK_DIR", "shapes:COUNT[:SIZE[:SEED]]", "labelme:DIR",
+                  "cvat:ANNOTATIONS.xml[:IMAGE_DIR]", "labelstudio:EXPORT.json[:IMAGE_DIR]", "yolo:DATA.yaml[:SPLIT]")
+# Formats whose readers record fatal problems and go on when asked (collect_errors=True), for validate.
+COLLECTING_FORMATS = ("labelme", "cvat", "labelstudio", "yolo")
 
 
 def load_dataset_spec(spec: str, **kwargs):
@@ -30,10 +41,20 @@ def load_dataset_spec(spec: str, **kwargs):
         # COCO / VIA mean nothing here.
         kwargs.pop("allow_empty", None)
         kwargs.pop("max_skip_fraction", None)
+    if kind not in COLLECTING_FORMATS:
+        kwargs.pop("collect_errors", None)
     if kind == "coco" and len(parts) in (1, 2):
         return CocoDataset(parts[0], parts[1] if len(parts) == 2 else os.path.dirname(parts[0]), **kwargs)
     if kind == "via" and len(parts) in (1, 2):
         return ViaDataset(parts[0], parts[1] if len(parts) == 2 else None, **kwargs)
+    if kind == "labelme" and len(parts) == 1:
+        return LabelMeDataset(parts[0], **kwargs)
+    if kind == "cvat" and len(parts) in (1, 2):
+        return CvatDataset(parts[0], parts[1] if len(parts) == 2 else None, **kwargs)
+    if kind == "labelstudio" and len(parts) in (1, 2):
+        return LabelStudioDataset(parts[0], parts[1] if len(parts) == 2 else None, **kwargs)
+    if kind == "yolo" and len(parts) in (1, 2):
+        return YoloDataset(parts[0], parts[1] if len(parts) == 2 else "train", **kwargs)
     if kind == "masks" and len(parts) == 2:
         return MaskFolderDataset(parts[0], parts[1], **kwargs)
     if kind == "shapes" and 1 <= len(parts) <= 3:

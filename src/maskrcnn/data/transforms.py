@@ -6,6 +6,9 @@ A transform is any callable `(image, target, rng) -> (image, target)`:
     rng:    numpy Generator; every random choice comes from it, so a loader seed fixes the augmentation.
 Users hook in their own augmentation by passing such a callable (alone or inside `Compose`).
 
+Scale augmentation is not a transform here: the model's pre-processing resizes every image to its configured
+size, which would undo it. It is Config.image_min_dim_choices, drawn per image where the resize happens.
+
 Mini-masks (the seed's USE_MINI_MASK): each instance mask cropped to its box and resized to a small fixed
 shape, which saves memory for large images; `expand_masks` pastes them back.
 
@@ -57,38 +60,12 @@ class HorizontalFlip:
         return f"HorizontalFlip(p={self.p})"
 
 
-class ScaleJitter:
-    """Resize by a factor drawn uniformly from [min_scale, max_scale].
-
-    The image is resized bilinearly, masks by nearest neighbour, boxes are scaled by the same factors;
-    an instance whose mask vanishes at the new size is dropped (it has nothing left to learn from).
-    """
-
-    def __init__(self, min_scale: float, max_scale: float):
-        if not 0 < min_scale <= max_scale:
-            raise ValueError(f"ScaleJitter: need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
-        self.min_scale, self.max_scale = min_scale, max_scale
-
-    def __call__(self, image, target, rng):
-        scale = float(rng.uniform(self.min_scale, self.max_scale))
-        height, width = image.shape[-2:]
-        new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
-        image = F.interpolate(image[None], size=(new_height, new_width), mode="bilinear",
-                              align_corners=False, antialias=scale < 1)[0]
-        masks = target["masks"]
-        if masks.shape[0]:
-            # (N, H, W) -> (1, N, H, W) for interpolate, back to (N, H', W') bool
-            masks = F.interpolate(masks[None].float(), size=(new_height, new_width), mode="nearest")[0] > 0.5
-        else:
-            masks = torch.zeros((0, new_height, new_width), dtype=torch.bool)
-        factors = torch.tensor([new_width / width, new_height / height] * 2, dtype=target["boxes"].dtype)
-        boxes = target["boxes"] * factors
-        keep = masks.flatten(1).any(1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
-        resized = dict(target, boxes=boxes[keep], labels=target["labels"][keep], masks=masks[keep])
-        return image, resized
-
-    def __repr__(self) -> str:
-        return f"ScaleJitter({self.min_scale}, {self.max_scale})"
+def default_min_dim_choices(min_dim: int) -> tuple[int, ...]:
+    """Six shorter-side sizes from 0.8 x min_dim to min_dim in equal steps: for 800 detectron2's multi-scale
+    training sizes (640, 672, 704, 736, 768, 800). Used by `maskrcnn train` as Config.image_min_dim_choices;
+    the model draws one per training image (preprocess.Preprocessor.training_batch), so the image is resized
+    once, to the drawn size, and its masks and boxes with it."""
+    return tuple(sorted({round(min_dim * (0.8 + 0.04 * k)) for k in range(6)}))
 
 
 def minimize_masks(boxes, masks, mini_shape: tuple[int, int]):
