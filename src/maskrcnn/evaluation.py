@@ -62,7 +62,8 @@ def coco_results(detections: Detections, image_id, category_id=int) -> list[dict
     set's own id), bbox [x, y, w, h], score, segmentation (compressed RLE with str counts)."""
     detections = detections.to("cpu")
     boxes_xywh = _boxes_xywh(detections.boxes.numpy())
-    rles = _encode_masks(detections.masks.numpy().astype(bool))
+    # Compact masks (MaskCrops, from predict_tiled) are encoded from their crops, never as full-image arrays.
+    rles = detections.masks.to_rle() if detections.is_compact else _encode_masks(detections.masks.numpy().astype(bool))
     labels, scores = detections.labels.tolist(), detections.scores.tolist()
     return [{"image_id": image_id, "category_id": category_id(int(labels[k])), "bbox": [float(v) for v in boxes_xywh[k]],
              "score": float(scores[k]), "segmentation": rles[k]} for k in range(len(labels))]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .mask_crops import MaskCrops
+
 # Class id 0 is background in every data set and every head (matterport's and torchvision's convention).
 BACKGROUND = 0
 
@@ -27,16 +29,33 @@ class Detections:
     boxes:  (N, 4) float32, x1 y1 x2 y2, absolute pixels of the input image
     labels: (N,) int64, 1..num_classes-1
     scores: (N,) float32, descending
-    masks:  (N, H, W) bool, the input image's size
+    masks:  (N, H, W) bool, the input image's size; or, from `MaskRCNN.predict_tiled`, a `MaskCrops` (each
+            mask kept only over its box, memory growing with the objects' area): `full_masks()` gives
+            (N, H, W) bool either way
     """
 
     boxes: Tensor
     labels: Tensor
     scores: Tensor
-    masks: Tensor
+    masks: Tensor | MaskCrops
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+    @property
+    def is_compact(self) -> bool:
+        """True when the masks are a MaskCrops rather than an (N, H, W) tensor."""
+        return isinstance(self.masks, MaskCrops)
+
+    def full_masks(self) -> Tensor:
+        """(N, H, W) bool masks, converted from the crops when compact (N x H x W bytes)."""
+        return self.masks.full() if self.is_compact else self.masks
+
+    def compact(self) -> "Detections":
+        """The same detections with each mask cropped to its tight box (MaskCrops)."""
+        if self.is_compact:
+            return self
+        return Detections(self.boxes, self.labels, self.scores, MaskCrops.from_full(self.masks.cpu()))
 
     @property
     def image_size(self) -> tuple[int, int]:
