@@ -119,12 +119,17 @@ class CocoDataset(Dataset):
             segmentation = self._check_segmentation(annotation.get("segmentation"), info, where, log, ids)
             if segmentation is None:
                 continue
+            area = _area(segmentation, info)
+            if area == 0:
+                log.skip("empty masks", f"its mask has no pixel inside the {info['width']}x{info['height']} image; "
+                         f"skipped", **ids)
+                continue
             crowd = bool(annotation.get("iscrowd", 0))
             internal = category_to_internal[category_id]
             info["annotations"].append({"id": annotation_id, "class_id": -internal if crowd else internal,
                                         "segmentation": segmentation, "box": box_xyxy})
             kept.append({**annotation, "segmentation": segmentation, "iscrowd": int(crowd),
-                         "area": annotation.get("area", _area(segmentation, info))})
+                         "area": annotation.get("area", area)})
         return kept
 
     def _unique_id(self, record, kind: str, index: int, seen) -> tuple:

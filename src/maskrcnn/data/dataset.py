@@ -9,10 +9,12 @@ Shape letters:
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .images import read_image
 
 
@@ -114,7 +116,13 @@ class Dataset:
         Returns {"boxes": (N, 4) float32 x1 y1 x2 y2 pixels, "labels": (N,) int64, "masks": (N, H, W) bool}.
         """
         masks, class_ids = self.load_mask(image_index)
-        keep = class_ids > 0
+        masks, class_ids = np.asarray(masks), np.asarray(class_ids)
+        empty = ~masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, dtype=bool)
+        for number in np.flatnonzero(empty & (class_ids > 0)):
+            # An instance without pixels has no box; the model refuses it, so one bad mask would stop training.
+            warnings.warn(f"{self.image_reference(image_index)}: instance {number} of load_mask has an empty mask; "
+                          f"left out", DataWarning, stacklevel=2)
+        keep = (class_ids > 0) & ~empty
         masks, class_ids = masks[keep], class_ids[keep]
         return {
             "boxes": torch.from_numpy(masks_to_boxes(masks)),

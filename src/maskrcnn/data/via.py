@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from .jsonfile import is_number, read_json_file
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .dataset import Dataset
 from .images import image_size
 from .paths import join_inside
@@ -110,8 +111,16 @@ class ViaDataset(Dataset):
             height, width = image_size(info["path"])
         except DataError as error:
             raise DataError(f"image {info['id']!r}: {error}") from error
-        masks = [_draw_region(record["shape"], height, width) for record in info["regions"]]
-        class_ids = np.array([record["class_id"] for record in info["regions"]], dtype=np.int64)
+        masks, class_ids = [], []
+        for record in info["regions"]:
+            mask = _draw_region(record["shape"], height, width)
+            if not mask.any():  # drawn outside the image, or smaller than a pixel
+                warnings.warn(f"{self.json_file}: image {info['id']!r}, annotation 'region {record['id']}': its mask "
+                              f"has no pixel inside the {width}x{height} image; left out", DataWarning, stacklevel=2)
+                continue
+            masks.append(mask)
+            class_ids.append(record["class_id"])
+        class_ids = np.array(class_ids, dtype=np.int64)
         if not masks:
             return np.zeros((0, height, width), dtype=bool), class_ids
         return np.stack(masks), class_ids
