@@ -354,3 +354,67 @@ def _overfit(tmp_path, monkeypatch):
     scores = evaluate_map(model, data, batch_size=OVERFIT_IMAGES)
     assert scores["mask_map50"] >= 0.9, scores
     assert scores["box_map50"] >= 0.9, scores
+
+
+# ---------------------------------------------------------------------------------------------- gradient scaler
+def _scaled_trainer(out, init_scale: float) -> Trainer:
+    """A demo-preset trainer whose loss scaler is enabled on the CPU (torch.amp.GradScaler("cpu")), so that its
+    state changes step by step: growth_interval 1 doubles the scale after every step with finite gradients."""
+    torch.manual_seed(0)
+    data = ShapesDataset(4, 64, 64, seed=3)
+    config = tiny_config(images_per_batch=2, lr_warmup_steps=0, lr_schedule="constant")
+    trainer = Trainer(maskrcnn.MaskRCNN(config, class_names=data.class_names), data, out_dir=out, progress=False)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1)
+    return trainer
+
+
+def test_checkpoint_holds_the_gradient_scaler_and_resume_restores_it(tmp_path):
+    trainer = _scaled_trainer(tmp_path, init_scale=2.0 ** 10)
+    trainer.train(epochs=1)  # two steps
+    grown = trainer.scaler.get_scale()
+    assert grown == 2.0 ** 12  # 1024 doubled after each of the two steps
+    saved = load_file(trainer.checkpoints.latest())["scaler"]
+    assert saved == trainer.scaler.state_dict() and saved["scale"] == grown
+    resumed = _scaled_trainer(tmp_path, init_scale=1.0)
+    assert resumed.resume()
+    assert resumed.scaler.get_scale() == grown and resumed.scaler.state_dict() == saved
+
+
+def test_a_disabled_scaler_saves_an_empty_state_that_resume_skips(tmp_path):
+    trainer = _scaled_trainer(tmp_path, init_scale=2.0 ** 10)
+    trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)  # training without CUDA amp
+    trainer.train(epochs=1, max_steps=1)
+    assert load_file(trainer.checkpoints.latest())["scaler"] == {}
+    resumed = _scaled_trainer(tmp_path, init_scale=8.0)
+    assert resumed.resume() and resumed.scaler.get_scale() == 8.0  # nothing to load: the scaler is as built
+
+
+# ---------------------------------------------------------------------------------------------- learning rate
+def test_linear_scaling_rule_from_the_reference_batch_and_a_user_rate_as_given():
+    preset = maskrcnn.Config.torchvision(num_classes=3)
+    assert (preset.learning_rate, preset.lr_reference_batch) == (0.02, 16)
+    assert preset.lr_schedule == "step" and preset.lr_steps == (16 / 26, 22 / 26)
+    assert preset.training_learning_rate(2)[0] == pytest.approx(0.0025)  # 0.02 x 2 / 16
+    assert preset.training_learning_rate(16)[0] == pytest.approx(0.02)
+    assert "linear scaling rule" in preset.training_learning_rate(2)[1]
+    assert maskrcnn.Config.torchvision_v2(num_classes=3).training_learning_rate(4)[0] == pytest.approx(0.005)
+    for user in (maskrcnn.Config.torchvision(num_classes=3, learning_rate=0.01), preset.replace(learning_rate=0.01),
+                 maskrcnn.Config.torchvision_v2(num_classes=3, learning_rate=0.01)):
+        assert user.training_learning_rate(2) == (0.01, "learning_rate 0.01 as given")
+    demo = maskrcnn.Config.demo()
+    assert (demo.optimizer, demo.learning_rate, demo.images_per_batch, demo.lr_reference_batch) == ("adamw", 0.002, 8, 0)
+    assert demo.training_learning_rate(8)[0] == 0.002
+
+
+def test_trainer_steps_at_the_scaled_rate_and_says_why(tmp_path):
+    torch.manual_seed(0)
+    data = ShapesDataset(2, 64, 64, seed=3)
+    config = tiny_config(images_per_batch=2, lr_warmup_steps=0, lr_schedule="constant", optimizer="sgd",
+                         learning_rate=0.02, lr_reference_batch=16)
+    lines = []
+    trainer = Trainer(maskrcnn.MaskRCNN(config, class_names=data.class_names), data, out_dir=tmp_path,
+                      progress=False, report=lines.append)
+    trainer.train(epochs=1)
+    assert trainer.state.history[0]["lr"] == pytest.approx(0.0025)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+    assert any(line.startswith("learning rate 0.0025 (0.02 x 2 / 16") for line in lines)

@@ -21,6 +21,7 @@ EXAMPLES = {
     "validate": "maskrcnn validate --data coco:annotations.json:images",
     "export": "maskrcnn export --weights runs/exp1/model.pt --out model.onnx",
     "convert": "maskrcnn convert mask_rcnn_coco.h5 model.pt --class-names coco_names.txt",
+    "convert-data": "maskrcnn convert-data --data labelme:labels/ --out labels/coco.json",
     "config": "maskrcnn config --list",
     "serve": "maskrcnn serve --weights runs/exp1/model.pt --host 127.0.0.1 --port 8000 --workers 1",
 }
@@ -44,7 +45,8 @@ DETAILS = {  # what --help says of a command between its summary and its example
 }
 
 DATA_HELP = ("data set as FORMAT:PATHS: coco:ANNOTATIONS.json[:IMAGE_DIR], via:REGIONS.json[:IMAGE_DIR], "
-             "masks:IMAGE_DIR:MASK_DIR, shapes:COUNT[:SIZE[:SEED]]; without IMAGE_DIR the images are read from "
+             "masks:IMAGE_DIR:MASK_DIR, shapes:COUNT[:SIZE[:SEED]], labelme:DIR, cvat:ANNOTATIONS.xml[:IMAGE_DIR], "
+             "labelstudio:EXPORT.json[:IMAGE_DIR], yolo:DATA.yaml[:SPLIT]; without IMAGE_DIR the images are read from "
              "the JSON file's folder")
 WEIGHTS_HELP = "a model .pt (from train or convert), a matterport .h5, a torchvision state dict .pth, or torchvision-coco"
 SKIP_HELP = ("largest share of the annotations that may be skipped as unusable before the data set is refused "
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm), for configs that train batch norm")
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
     train.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + gradient scaling on CUDA, bfloat16 autocast on a CPU with AMX; off by default, refused on other CPUs")
+    train.add_argument("--no-augment", action="store_true", help="no augmentation: by default training flips images left-right (p 0.5) and, for configs that resize, draws each image's shorter side from image_min_dim_choices (0.8 to 1 x image_min_dim)")
 
     evaluate = command("evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.")
     evaluate.add_argument("--weights", required=True, help=WEIGHTS_HELP)
@@ -135,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="model workers; the CPU's cores are divided among them and "
                        "requests queue for a free one (default: 1)")
 
+    convert_data = command("convert-data", "Write any readable data set as one COCO instances file (names relative to its image folder).")
+    convert_data.add_argument("--data", required=True, help=DATA_HELP)
+    convert_data.add_argument("--out", required=True, help="the COCO .json file to write")
+
     config = command("config", "Describe the config: every field, its type, its value in each preset and what it means.")
     config.add_argument("--list", action="store_true", help="list every config field (what the command does with or without it)")
     return parser
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.showwarning = show_warning
             return {
                 "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "validate": cmd_validate, "export": cmd_export, "convert": cmd_convert, "config": cmd_config,
+                "validate": cmd_validate, "export": cmd_export, "convert": cmd_convert, "convert-data": cmd_convert_data, "config": cmd_config,
                 "serve": cmd_serve,
             }[args.command](args) or 0
     # User errors: our own types, impossible values, and files that are missing, unreadable or unwritable.
@@ -201,7 +208,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, max_steps=args.max_steps, time_budget=args.time_budget,
         checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed, workers=args.workers,
         progress=not args.no_progress, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout, amp=args.amp,
-        max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction)
+        max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction,
+        augment=not args.no_augment)
     train(args.data, args.out, options, report=lambda line: print(line, flush=True))
     return 0
 
@@ -250,6 +258,16 @@ def cmd_serve(args) -> int:
 
     serve(args.weights, host=args.host, port=args.port, backend=args.backend, max_pixels=args.max_pixels,
           workers=args.workers, report=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_convert_data(args) -> int:
+    from .data import load_dataset_spec
+    from .data.convert import write_coco
+
+    counts = write_coco(load_dataset_spec(args.data, allow_empty=True), args.out)
+    print(f"wrote {args.out}: {counts['images']} images, {counts['annotations']} annotations, "
+          f"{counts['categories']} categories")
     return 0
 
 

@@ -111,6 +111,11 @@ class Config:
     image_resize_mode: str = "shorter_side"  # "shorter_side" (torchvision), "square" (matterport), "none"
     image_min_dim: int = 800
     image_max_dim: int = 1333
+    # Scale augmentation: in training each image's image_min_dim is drawn from these (torchvision's
+    # GeneralizedRCNNTransform(min_size=(...)), detectron2's ResizeShortestEdge sample_style "choice");
+    # inference always uses image_min_dim. Empty: always image_min_dim. `maskrcnn train` fills it in
+    # (default_min_dim_choices) unless --no-augment.
+    image_min_dim_choices: tuple = ()
     image_size_divisor: int = 32  # the padded batch is a multiple of this
     pixel_mean: tuple = (0.485, 0.456, 0.406)  # on the [0, 1] scale
     pixel_std: tuple = (0.229, 0.224, 0.225)
@@ -120,7 +125,10 @@ class Config:
     # ---------------------------------------------------------------- training
     images_per_batch: int = 2
     optimizer: str = "sgd"  # "sgd" or "adamw"
-    learning_rate: float = 0.02
+    learning_rate: float = 0.02  # with lr_reference_batch 0: the rate used; else the rate for that global batch
+    # Linear scaling rule (Goyal et al. 2017): learning_rate is the rate for a global batch of this many
+    # images, and training uses learning_rate x global batch / lr_reference_batch. 0: learning_rate as given.
+    lr_reference_batch: int = 0
     learning_momentum: float = 0.9
     weight_decay: float = 1e-4
     gradient_clip_norm: float = 5.0  # 0 turns clipping off
@@ -138,7 +146,15 @@ class Config:
             anchor_ratios=(2.0, 1.0, 0.5),  # torchvision's ratios are height/width (0.5, 1, 2)
             anchor_round=True,
             anchor_stride_from_feature_size=True,
+            # torchvision's references/detection recipe: 0.02 for 8 GPUs x 2 images, scaled linearly to the
+            # batch used; 26 epochs with 10x drops after epochs 16 and 22
+            learning_rate=0.02,
+            lr_reference_batch=16,
+            lr_schedule="step",
+            lr_steps=(16 / 26, 22 / 26),
         )
+        if "learning_rate" in overrides and "lr_reference_batch" not in overrides:
+            settings["lr_reference_batch"] = 0  # a rate the user sets is used as given
         settings.update(overrides)
         return cls(**settings)
 
@@ -233,6 +249,15 @@ class Config:
         )
         settings.update(overrides)
         return cls(**settings)
+
+    def training_learning_rate(self, global_batch: int) -> tuple[float, str]:
+        """The base learning rate for a global batch of this many images, and why it is that."""
+        if not self.lr_reference_batch:
+            return self.learning_rate, f"learning_rate {self.learning_rate:g} as given"
+        rate = self.learning_rate * global_batch / self.lr_reference_batch
+        return rate, (f"{self.learning_rate:g} x {global_batch} / {self.lr_reference_batch} = {rate:g}: the linear scaling "
+                      f"rule (Goyal et al. 2017) from the preset's {self.learning_rate:g} for {self.lr_reference_batch} "
+                      f"images a step to this run's global batch of {global_batch} (--set learning_rate=X uses X as given)")
 
     # ---------------------------------------------------------------- checks
     def __post_init__(self):
@@ -336,6 +361,16 @@ class Config:
             fail("image_max_dim", f"must be >= image_min_dim ({self.image_min_dim}) and both positive")
         if self.learning_rate <= 0:
             fail("learning_rate", "must be positive")
+        if self.lr_reference_batch < 0:
+            fail("lr_reference_batch", "must be a number of images >= 1, or 0 to use learning_rate as given")
+        if self.image_min_dim_choices:
+            if any(not isinstance(d, int) or d < 1 for d in self.image_min_dim_choices):
+                fail("image_min_dim_choices", "must be positive whole numbers of pixels")
+            if self.image_resize_mode == "none":
+                fail("image_min_dim_choices", "must be empty with image_resize_mode 'none', which resizes nothing")
+            if self.layout == "matterport":
+                fail("image_min_dim_choices", "must be empty with layout 'matterport' (its mold_inputs resizes "
+                                              "every image to image_min_dim)")
         if self.weight_decay < 0 or self.gradient_clip_norm < 0 or self.lr_warmup_steps < 0:
             fail("weight_decay", "weight_decay, gradient_clip_norm and lr_warmup_steps must be >= 0")
         if set(self.loss_weights) != set(LOSS_NAMES):
@@ -361,6 +396,8 @@ class Config:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        if "learning_rate" in changes and "lr_reference_batch" not in changes:
+            changes = {**changes, "lr_reference_batch": 0}  # a rate the user sets is used as given
         return dataclasses.replace(self, **changes)
 
     def save(self, path) -> None:

@@ -251,9 +251,14 @@ def prepare_model(model: nn.Module, context: Distributed, *, sync_bn: bool = Fal
     return model.to(context.device)
 
 
-def describe(context: Distributed, images_per_process: int, learning_rate: float) -> str:
-    """The global batch and the learning-rate scaling rule, printed by rank 0 at the start of training."""
+def describe(context: Distributed, images_per_process: int, learning_rate: float, scaled: bool = False) -> str:
+    """The global batch and the learning-rate scaling rule, printed by rank 0 at the start of training.
+    scaled: the rate was already scaled to the global batch (Config.lr_reference_batch)."""
     global_batch = images_per_process * context.world_size
+    if scaled:
+        return (f"distributed training: {context.world_size} processes ({context.backend} on {context.device.type}) x "
+                f"{images_per_process} images per process = global batch of {global_batch} images per step; learning "
+                f"rate {learning_rate:g}, scaled to that global batch by the linear scaling rule (Goyal et al. 2017).")
     return (
         f"distributed training: {context.world_size} processes ({context.backend} on {context.device.type}) x "
         f"{images_per_process} images per process = global batch of {global_batch} images per step. "

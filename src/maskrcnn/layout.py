@@ -47,4 +47,5 @@ def build_preprocessor(config: Config) -> Preprocessor:
     return layout_of(c).preprocessor(
         resize_mode=c.image_resize_mode, min_dim=c.image_min_dim, max_dim=c.image_max_dim,
         size_divisor=c.image_size_divisor, pixel_mean=c.pixel_mean, pixel_std=c.pixel_std,
+        min_dim_choices=c.image_min_dim_choices,
     )

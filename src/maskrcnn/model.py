@@ -130,7 +130,7 @@ class MaskRCNN(nn.Module):
         "boxes" (G, 4) x1 y1 x2 y2 pixels, "labels" (G,) int64 in 1..C-1, "masks" (G, H, W) bool/uint8."""
         inputs = self.prepare_images(images)
         gt_boxes, gt_labels, gt_masks = self.check_targets(targets, inputs)
-        batch = self.preprocessor(inputs)  # (N, 3, Hp, Wp)
+        batch = self.preprocessor.training_batch(inputs)  # (N, 3, Hp, Wp), each image's size drawn from the choices
         pyramid = self.backbone(batch.tensor)  # [P2..P6], each (N, F, Hl, Wl)
         rpn_out = self.rpn(pyramid)  # objectness (N, L[, 2]), deltas (N, L, 4)
         anchors = self.anchors_for(pyramid, batch.padded_size)  # (L, 4)

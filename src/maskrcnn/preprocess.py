@@ -85,34 +85,57 @@ def to_image_tensors(images) -> list[Tensor]:
 class Preprocessor:
     """Normalise, resize and pad images into an ImageBatch (matterport `mold_image`, torchvision's transform)."""
 
-    def __init__(self, *, resize_mode: str, min_dim: int, max_dim: int, size_divisor: int, pixel_mean, pixel_std):
+    def __init__(self, *, resize_mode: str, min_dim: int, max_dim: int, size_divisor: int, pixel_mean, pixel_std,
+                 min_dim_choices: tuple = ()):
+        """min_dim_choices: sizes `training_batch` draws each training image's min_dim from (empty: always
+        min_dim); inference (`__call__`) always resizes to min_dim."""
         self.resize_mode = resize_mode
         self.min_dim = min_dim
+        self.min_dim_choices = tuple(int(d) for d in min_dim_choices)
         self.max_dim = max_dim
         self.size_divisor = size_divisor
         self.pixel_mean = tuple(pixel_mean)
         self.pixel_std = tuple(pixel_std)
 
-    def resize_scale(self, height: int, width: int) -> float:
+    def resize_scale(self, height: int, width: int, min_dim: int | None = None) -> float:
+        """The factor an (H, W) image is resized by, to `min_dim` (None: the configured one)."""
+        min_dim = self.min_dim if min_dim is None else min_dim
         if self.resize_mode == "none":
             return 1.0
         if self.resize_mode == "square":
             # matterport: only enlarge to min_dim, unless the long side would pass max_dim
-            scale = max(1.0, self.min_dim / min(height, width))
+            scale = max(1.0, min_dim / min(height, width))
             if round(max(height, width) * scale) > self.max_dim:
                 scale = self.max_dim / max(height, width)
             return scale
-        return min(self.min_dim / min(height, width), self.max_dim / max(height, width))
+        return min(min_dim / min(height, width), self.max_dim / max(height, width))
 
-    def __call__(self, images: list[Tensor]) -> ImageBatch:
-        """images: (3, H, W) float tensors in [0, 1], already on the model's device and dtype."""
+    def choose_min_dims(self, count: int, generator: torch.Generator | None = None) -> list[int] | None:
+        """One min_dim per training image, drawn uniformly from min_dim_choices (None when there are none):
+        torchvision's GeneralizedRCNNTransform(min_size=(...)) `torch_choice`, detectron2's
+        ResizeShortestEdge(sample_style="choice"). torch's global generator unless one is given, so the
+        trainer's seed and checkpointed RNG state fix the draws."""
+        if not self.min_dim_choices:
+            return None
+        picks = torch.randint(len(self.min_dim_choices), (count,), generator=generator)  # (N,)
+        return [self.min_dim_choices[i] for i in picks.tolist()]
+
+    def training_batch(self, images: list[Tensor], generator: torch.Generator | None = None) -> ImageBatch:
+        """`__call__` with each image's min_dim drawn from min_dim_choices (scale augmentation); the target
+        masks and boxes follow from the batch's windows and scales, so they are resized with the image."""
+        min_dims = self.choose_min_dims(len(images), generator)
+        return self(images) if min_dims is None else self(images, min_dims=min_dims)
+
+    def __call__(self, images: list[Tensor], min_dims: list[int] | None = None) -> ImageBatch:
+        """images: (3, H, W) float tensors in [0, 1], already on the model's device and dtype; min_dims: one
+        min_dim per image (None: the configured min_dim for all)."""
         resized, scales, sizes = [], [], []
-        for image in images:
+        for index, image in enumerate(images):
             height, width = image.shape[-2:]
             mean = torch.tensor(self.pixel_mean, dtype=image.dtype, device=image.device)[:, None, None]
             std = torch.tensor(self.pixel_std, dtype=image.dtype, device=image.device)[:, None, None]
             normalised = (image - mean) / std
-            scale = self.resize_scale(height, width)
+            scale = self.resize_scale(height, width, None if min_dims is None else min_dims[index])
             if scale != 1.0:
                 if self.resize_mode == "square":
                     size = (round(height * scale), round(width * scale))

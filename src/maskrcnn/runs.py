@@ -86,6 +86,7 @@ class TrainOptions:
     amp: bool = False
     max_skip_fraction: float | None = None  # annotations a data set may skip (None: the reader's default)
     max_unreadable_fraction: float = 0.05  # images that may fail to load
+    augment: bool = True  # horizontal flips and, where the config resizes, a shorter side drawn per image
 
 
 def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=print):
@@ -119,10 +120,11 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
     else:
         train_set, val_set = data_module.holdout_split(dataset, o.val_fraction)
     config = training_config(dataset, config_file=o.config_file, preset=o.preset, overrides=o.overrides)
+    config, transform, augmentation = training_augmentation(config, o.augment)
     model = prepare_model(MaskRCNN(config, class_names=dataset.class_names), context, sync_bn=o.sync_bn)
     report(f"training on {len(train_set)} images, validating on {len(val_set) if val_set is not None else 0}; "
-           f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}")
-    trainer = Trainer(model, train_set, out_dir=out, val_dataset=val_set, seed=o.seed, num_workers=o.workers,
+           f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}; augmentation: {augmentation}")
+    trainer = Trainer(model, train_set, out_dir=out, val_dataset=val_set, seed=o.seed, num_workers=o.workers, transform=transform,
                       progress=o.progress, distributed=context, amp=o.amp, checkpoint_every=o.checkpoint_every,
                       max_unreadable_fraction=o.max_unreadable_fraction, report=report)
     resumed = o.resume and trainer.resume()
@@ -139,6 +141,21 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
     report(f"trained {state.step} steps ({state.epoch} epochs complete); wrote {final}, {trainer.log_path} and "
            f"{trainer.checkpoints.directory}/")
     return state
+
+
+def training_augmentation(config: Config, augment: bool = True):
+    """(config, transform, description) of `maskrcnn train`'s augmentation: as torchvision's detection
+    reference and detectron2 train, a horizontal flip with p 0.5 and, where the config resizes and sets no
+    image_min_dim_choices, a shorter side drawn per image from default_min_dim_choices. augment False
+    (--no-augment) adds neither; choices the config sets itself are kept either way."""
+    from .data import HorizontalFlip, default_min_dim_choices
+
+    if augment and not config.image_min_dim_choices and config.image_resize_mode != "none" and config.layout != "matterport":
+        config = config.replace(image_min_dim_choices=default_min_dim_choices(config.image_min_dim))
+    transform = HorizontalFlip(0.5) if augment else None
+    parts = (["horizontal flip (p 0.5)"] if augment else []) + (
+        [f"shorter side drawn per image from {list(config.image_min_dim_choices)}"] if config.image_min_dim_choices else [])
+    return config, transform, ", ".join(parts) or "none (--no-augment)"
 
 
 def _initial_weights(model, options: TrainOptions, report, load_weights) -> None:

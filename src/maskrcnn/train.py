@@ -194,6 +194,8 @@ class Trainer:
         self.model.load_state_dict(data["model"])
         self._build_optimizer(data["layers"])
         self.optimizer.load_state_dict(data["optimizer"])
+        if data.get("scaler"):  # a disabled scaler (no CUDA amp) saves an empty state and has none to load
+            self.scaler.load_state_dict(data["scaler"])
         self.state = TrainState(epoch=int(data["epoch"]), step=int(data["step"]), history=list(data.get("history", [])),
                                 position=int(data.get("position", 0)))
         self._saved_step = self.state.step
@@ -243,10 +245,13 @@ class Trainer:
         self.model.train()
         freeze_unselected_norms(self.model)
         stop = None
+        base_lr, why = c.training_learning_rate(c.images_per_batch * self.dist.world_size)
+        if self.dist.is_main:
+            self.report(f"learning rate {base_lr:g} ({why}); schedule {c.lr_schedule}")
         if self.dist.enabled and self.dist.is_main:
             from .distributed import describe
 
-            print(describe(self.dist, c.images_per_batch, c.learning_rate), flush=True)
+            print(describe(self.dist, c.images_per_batch, base_lr, scaled=bool(c.lr_reference_batch)), flush=True)
         for epoch in range(self.state.epoch, epochs):
             if max_steps is not None and self.state.step >= max_steps:
                 stop = f"max_steps={max_steps}"
@@ -266,7 +271,7 @@ class Trainer:
                     time_fraction = 0.0
                     if time_budget is not None:
                         time_fraction = self.dist.from_main(time.perf_counter() - started) / time_budget  # rank 0's clock for all
-                    lr = learning_rate_at(self.state.step, total_steps, time_fraction=time_fraction, base=c.learning_rate,
+                    lr = learning_rate_at(self.state.step, total_steps, time_fraction=time_fraction, base=base_lr,
                                           warmup_steps=c.lr_warmup_steps, schedule=c.lr_schedule, drops=c.lr_steps)
                     record = self.step(images, targets, lr)
                     record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
@@ -380,6 +385,7 @@ class Trainer:
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # float16 loss scale and its growth count ({} when disabled)
             "layers": self.layers,
             "epoch": self.state.epoch,
             "step": self.state.step,
