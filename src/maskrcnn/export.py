@@ -198,3 +198,12 @@ class OnnxPredictor:
                 batch.windows[0], batch.padded_size, batch.original_sizes[0], self.config.mask_threshold,
             ))
         return results
+
+
+def __getattr__(name: str):
+    """`export.OpenVinoPredictor`, beside OnnxPredictor, lives in openvino_backend.py and is imported on first use."""
+    if name == "OpenVinoPredictor":
+        from .openvino_backend import OpenVinoPredictor
+
+        return OpenVinoPredictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
