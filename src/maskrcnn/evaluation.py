@@ -98,6 +98,7 @@ class CocoEvaluator:
         self._results: dict[int, list[dict]] = {}  # internal image index -> its COCO result dicts
         self._gt_images: dict[int, dict] = {}  # in-memory ground truth only
         self._gt_annotations: dict[int, list[dict]] = {}
+        self.coco_evals: dict[str, COCOeval] = {}  # the last summarize()'s COCOeval per IoU type
 
     # ------------------------------------------------------------------ adding images
     def _coco_image_id(self, image_index: int):
@@ -241,13 +242,34 @@ class CocoEvaluator:
             metrics = {name: _nan_if_missing(value) for name, value in zip(METRIC_NAMES, coco_eval.stats)}
             # precision: (T IoUs, R recall points, K categories, A areas, M max-dets); area "all", 100 dets.
             precision = coco_eval.eval["precision"]
-            per_class = {}
+            per_class, per_class_50 = {}, {}
+            at_50 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.5)))
             for k, category_id in enumerate(coco_eval.params.catIds):
                 values = precision[:, :, k, 0, -1]
                 per_class[names[category_id]] = float(values[values > -1].mean()) if (values > -1).any() else math.nan
+                values = precision[at_50, :, k, 0, -1]
+                per_class_50[names[category_id]] = float(values[values > -1].mean()) if (values > -1).any() else math.nan
             metrics["per_class"] = per_class
+            metrics["per_class_AP50"] = per_class_50
             summary[iou_type] = metrics
+            self.coco_evals[iou_type] = coco_eval
         return summary
+
+    def precision_recall(self, iou_type: str, iou_threshold: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{class name: (recall (R,), precision (R,))}: the last summarize()'s interpolated precision at COCOeval's
+        101 recall points, area "all", 100 detections, at the IoU threshold nearest `iou_threshold`; NaN where
+        COCOeval has none (a recall the detections never reach)."""
+        if iou_type not in self.coco_evals:
+            raise ValueError(f"precision_recall({iou_type!r}): call summarize() with that IoU type first")
+        coco_eval = self.coco_evals[iou_type]
+        t = int(np.argmin(np.abs(coco_eval.params.iouThrs - iou_threshold)))
+        recall = np.asarray(coco_eval.params.recThrs, dtype=np.float64)
+        names = {self._coco_category_id(c): info["name"] for c, info in enumerate(self.dataset.class_info) if c > 0}
+        curves = {}
+        for k, category_id in enumerate(coco_eval.params.catIds):
+            precision = coco_eval.eval["precision"][t, :, k, 0, -1].astype(np.float64)  # (R,)
+            curves[names[category_id]] = (recall, np.where(precision > -1, precision, np.nan))
+        return curves
 
 
 def _nan_if_missing(value: float) -> float:
@@ -378,9 +400,12 @@ def evaluate_map(model, dataset, *, batch_size: int = 8, progress: bool = False)
     return map50_scores(ground_truths, found)
 
 
-def evaluate_coco(model, dataset, *, out=None, results=None, progress: bool = False) -> dict:
+def evaluate_coco(model, dataset, *, out=None, results=None, progress: bool = False,
+                  score_threshold: float | None = None) -> dict:
     """COCO metrics of `model` on every image of `dataset` (CocoEvaluator.summarize()); `out`: also write them
     as JSON (NaN as null: strict JSON has no NaN), `results`: also write the COCO results (detections).
+    score_threshold: the detections kept (None: the config's detection_min_confidence; 0.0: every detection up
+    to detection_max_instances an image, the COCO evaluation standard).
 
     Raises DataError when the model predicts another number of classes than the data set has; class names
     that differ (same count) are matched by position, with a warning.
@@ -393,7 +418,7 @@ def evaluate_coco(model, dataset, *, out=None, results=None, progress: bool = Fa
                       f"{dataset.class_names[1:]}; classes are matched by position", stacklevel=2)
     evaluator = CocoEvaluator(dataset)
     for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, dynamic_ncols=True):
-        evaluator.add(i, model.predict([dataset.load_image(i)])[0])
+        evaluator.add(i, model.predict([dataset.load_image(i)], score_threshold=score_threshold)[0])
     summary = evaluator.summarize()
     if out is not None:
         atomic_write_json(out, nan_to_none(summary), indent=2)

@@ -23,6 +23,10 @@ from .config import LOSS_NAMES, Config
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .evaluation import evaluate_map  # noqa: F401  (re-exported: the demo imports it from here)
 from .model import MaskRCNN
+from .tensorboard_log import TensorBoardLog
+from .validation import Monitor, finite_or_none, save_best, validate
+
+VALIDATION_PICTURES = 4  # validation images drawn with their detections into TensorBoard
 
 # The seed repository's layer choices, as regular expressions over our parameter names. The heads are
 # everything but the ResNet trunk: FPN, RPN, box and mask heads. "3+" adds the trunk from C3 on (our
@@ -102,14 +106,18 @@ class Trainer:
     def __init__(self, model: MaskRCNN, dataset, *, out_dir, val_dataset=None, seed: int = 0, transform=None,
                  num_workers: int = 0, progress: bool = True, keep_checkpoints: int | None = 3,
                  distributed=None, amp: bool = False, checkpoint_every: int | None = None,
-                 max_unreadable_fraction: float = MAX_UNREADABLE_FRACTION, report=None):
+                 max_unreadable_fraction: float = MAX_UNREADABLE_FRACTION, report=None, eval_every: int | None = None,
+                 best_metric: str = "segm_AP", patience: int | None = None, tensorboard: bool = False):
         """distributed: a distributed.Distributed from distributed.setup() (None: one process); the model
         must already be on its device (distributed.prepare_model). amp: mixed precision, off by default:
         on CUDA float16 autocast with a gradient scaler; on a CPU with AMX (cpu.has_amx) bfloat16 autocast,
         which needs no scaler (float32's exponent range). Weights, optimiser and losses stay float32.
         checkpoint_every: a checkpoint every this many steps (and at the end of the run) instead of one per
         epoch. max_unreadable_fraction: training stops with a DataError listing them once more than this
-        share of the images could not be read. report: called with one line per epoch (its checkpoint and
+        share of the images could not be read. eval_every: validate every this many steps instead of after each
+        epoch; best_metric: the validation metric (validation.METRICS) whose best value is kept as best.pt;
+        patience: stop once it has not improved for this many evaluations; tensorboard: also write TensorBoard
+        event files into out_dir (tensorboard_log.py). report: called with one line per epoch (its checkpoint and
         validation score) and at a stop, e.g. `print`; None says nothing."""
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every (--checkpoint-every) must be a number of steps >= 1, got {checkpoint_every}")
@@ -150,6 +158,12 @@ class Trainer:
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", keep=keep_checkpoints)
         self.log_path = self.out_dir / "train_log.jsonl"
+        if eval_every is not None and eval_every < 1:
+            raise ConfigError(f"eval_every (--eval-every) must be a number of steps >= 1, got {eval_every}")
+        self.eval_every = eval_every
+        self.monitor = Monitor(best_metric, patience)
+        self.early_stop: str | None = None  # why the run stops early, once the monitor says so
+        self.tensorboard = TensorBoardLog(self.out_dir, report=self.report) if tensorboard and self.dist.is_main else None
         self.state = TrainState()
         self.optimizer = None
         self.layers = None
@@ -200,6 +214,7 @@ class Trainer:
                                 position=int(data.get("position", 0)))
         self._saved_step = self.state.step
         restore_rng_state(data["rng"])
+        self.monitor.load_state_dict(data.get("monitor"))
         return True
 
     # ------------------------------------------------------------------------------------ training
@@ -277,6 +292,9 @@ class Trainer:
                     record.update(epoch=epoch + 1, seconds=round(time.perf_counter() - started, 3))
                     self._log(record)
                     bar.set_postfix({k: f"{record[k]:.3f}" for k in ("loss",) + LOSS_NAMES})
+                    if self.val_dataset is not None and self.eval_every and self.state.step % self.eval_every == 0:
+                        self._validate()
+                        stop = stop or self.early_stop
                 if time_budget is not None and self.dist.any(time.perf_counter() - started > time_budget):
                     stop = f"time budget of {time_budget:g} s"
                 elif max_steps is not None and self.state.step >= max_steps:
@@ -291,10 +309,13 @@ class Trainer:
             if self.state.position >= steps_per_epoch:
                 self.state.epoch, self.state.position = epoch + 1, 0
                 self.end_of_epoch()
+                stop = stop or self.early_stop
             if stop:
                 break
         if self.state.step and self._saved_step != self.state.step:  # the end of a run is always in a checkpoint
             self.end_of_epoch(stopped=stop or "the end of the run")
+        elif self.early_stop and self.dist.is_main:
+            self.report(f"stopped at step {self.state.step} ({self.early_stop})")
         return self.state
 
     def _count_unreadable(self, skipped) -> None:
@@ -346,15 +367,15 @@ class Trainer:
         if self.dist.is_main:
             with open(self.log_path, "a") as log:
                 log.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.add_record(record)
 
     def end_of_epoch(self, *, stopped: str | None = None) -> None:
         """After an epoch (or when the run stops mid-epoch, saying why): validation score, checkpoint (every
         epoch, or every checkpoint_every steps and at the end of the run), loss curve, one reported line."""
         score = None
-        if self.val_dataset is not None:
-            score = self.evaluate(self.val_dataset)
-            record = {"step": self.state.step, "epoch": self.state.epoch, **{f"val_{k}": v for k, v in score.items()}}
-            self._log(record)
+        if self.val_dataset is not None and not self.eval_every:
+            score = self._validate()
         due = stopped or self.checkpoint_every is None or self.state.step % self.checkpoint_every == 0
         path = self._checkpoint() if due else None
         if not self.dist.is_main:
@@ -369,6 +390,8 @@ class Trainer:
         line += f": checkpoint {path}" if path else f" (step {self.state.step})"
         if score is not None:
             line += f"; validation box mAP@0.5 {score['box_map50']:.4f}, mask mAP@0.5 {score['mask_map50']:.4f}"
+            if "segm_AP" in score:
+                line += f", loss {score['loss']:.4f}, box AP {score['bbox_AP']:.4f}, mask AP {score['segm_AP']:.4f}"
         self.report(line)
 
     def _checkpoint(self) -> Path | None:
@@ -394,6 +417,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "class_names": list(self.model.class_names),
             "position": self.state.position,
+            "monitor": self.monitor.state_dict(),  # the best validation value so far, for best.pt and --patience
         }
         if self.state.position:
             return self.checkpoints.save(state, self.state.epoch + 1, step=self.state.step)
@@ -406,6 +430,26 @@ class Trainer:
 
             return evaluate_sharded(self.model, dataset, batch_size=self.config.images_per_batch, context=self.dist)
         return evaluate_map(self.model, dataset, batch_size=self.config.images_per_batch)
+
+    def _validate(self) -> dict:
+        """Validation (validation.validate: losses, COCO AP, mAP@0.5) logged as "val_*" at this step; best.pt
+        when the monitored metric improves; self.early_stop set once it has not for `patience` evaluations."""
+        if self.dist.enabled:  # the sharded mAP@0.5 only
+            score, pictures = self.evaluate(self.val_dataset), []
+        else:
+            score, pictures = validate(self.model, self.val_dataset, batch_size=self.config.images_per_batch,
+                                       pictures=VALIDATION_PICTURES if self.tensorboard is not None else 0)
+        self._log({"step": self.state.step, "epoch": self.state.epoch,
+                   **{f"val_{k}": v for k, v in finite_or_none(score).items()}})
+        if self.tensorboard is not None:
+            self.tensorboard.add_pictures(self.state.step, pictures)
+        if self.monitor.metric in score:
+            value = self.dist.from_main(score[self.monitor.metric]) if self.dist.enabled else score[self.monitor.metric]
+            if self.monitor.update(value, self.state.step) and self.dist.is_main:
+                save_best(self.model, self.out_dir, self.monitor, epoch=self.state.epoch)
+            if self.monitor.should_stop:
+                self.early_stop = self.monitor.stop_reason()
+        return score
 
 
 def check_has_instances(dataset) -> None:
