@@ -153,7 +153,7 @@ def test_specs(tmp_path):
     assert isinstance(load_dataset_spec(f"masks:{tmp_path}:{tmp_path / 'm'}"), MaskFolderDataset)
 
 
-@pytest.mark.parametrize("spec", ["", "yolo:x", "coco", "shapes:many", "shapes:3:big", "masks:onlyone", "coco::x"])
+@pytest.mark.parametrize("spec", ["", "pascalvoc:x", "coco", "shapes:many", "shapes:3:big", "masks:onlyone", "coco::x"])
 def test_bad_spec_lists_the_accepted_forms(spec):
     with pytest.raises(DataError, match="shapes:COUNT|must be"):
         load_dataset_spec(spec)

@@ -42,21 +42,25 @@ class CocoDataset(Dataset):
     allow_empty: accept a file with no usable (non-crowd) instance at all, e.g. unlabelled images to evaluate on.
     """
 
-    def __init__(self, annotation_file, image_dir=None, *, max_skip_fraction: float = 0.05, allow_empty: bool = False):
+    def __init__(self, annotation_file, image_dir=None, *, max_skip_fraction: float = 0.05, allow_empty: bool = False,
+                 collect_errors: bool = False):
         super().__init__()
         self.annotation_file = os.fspath(annotation_file)
         self.image_dir = os.fspath(image_dir) if image_dir is not None else os.path.dirname(self.annotation_file)
         data = _read_json(self.annotation_file)
         self._where = self.annotation_file
-        category_to_internal = self._add_categories(data["categories"])
-        images = self._add_images(data["images"])
-        log = SkipLog(self.annotation_file)
+        # A problem that makes an image, category or annotation unusable is recorded and the reading goes on,
+        # so that one error names them all (and `maskrcnn validate` lists them all).
+        log = SkipLog(self.annotation_file, collect_errors=collect_errors)
+        self._refused_images = set()
+        category_to_internal = self._add_categories(data["categories"], log)
+        images = self._add_images(data["images"], log)
         kept = self._add_annotations(data["annotations"], images, category_to_internal, log)
         log.finish(len(data["annotations"]), max_skip_fraction)
         self.load_problems = list(log.problems)
         self.coco = _make_coco({**data, "annotations": kept})
         self.prepare()
-        if not allow_empty and not any(self.num_instances(i) for i in range(len(self))):
+        if not allow_empty and not collect_errors and not any(self.num_instances(i) for i in range(len(self))):
             raise DataError(
                 f"{self.annotation_file}: no usable instance in the whole data set ({len(data['annotations'])} "
                 f"annotations, {log.num_skipped} skipped, the rest crowd); training needs instances. "
@@ -64,32 +68,45 @@ class CocoDataset(Dataset):
             )
 
     # ------------------------------------------------------------------ parsing
-    def _add_categories(self, categories: list) -> dict:
+    def _refuse(self, log: SkipLog, error: DataError, **ids) -> None:
+        log.fatal(str(error).removeprefix(f"{self._where}: "), **ids)
+
+    def _add_categories(self, categories: list, log: SkipLog) -> dict:
         ids = {}
         for index, category in enumerate(categories):
             where = f"{self._where}: categories[{index}]"
-            category_id = _field(category, "id", where, int)
-            name = _field(category, "name", where, str)
-            if category_id in ids:
-                raise DataError(f"{self._where}: category id {category_id} appears twice in 'categories'")
+            try:
+                category_id = _field(category, "id", where, int)
+                name = _field(category, "name", where, str)
+                if category_id in ids:
+                    raise DataError(f"{self._where}: category id {category_id} appears twice in 'categories'")
+                if category_id <= 0:
+                    # 0 is background inside the library: a COCO category 0 could not be mapped back unambiguously.
+                    raise DataError(f"{self._where}: category ids must be positive, got {category_id}")
+            except DataError as error:
+                self._refuse(log, error)
+                continue
             ids[category_id] = name
-        if any(category_id <= 0 for category_id in ids):
-            # 0 is background inside the library, so a COCO category 0 could not be mapped back unambiguously.
-            raise DataError(f"{self._where}: category ids must be positive, got {sorted(ids)[0]}")
         for category_id in sorted(ids):
             self.add_class("coco", category_id, ids[category_id])
         return {category_id: internal for internal, category_id in enumerate(sorted(ids), start=1)}
 
-    def _add_images(self, images: list) -> dict:
+    def _add_images(self, images: list, log: SkipLog) -> dict:
         by_id = {}
         for index, image in enumerate(images):
-            image_id, where = self._unique_id(image, "image", index, by_id)
-            width = _field(image, "width", where, int)
-            height = _field(image, "height", where, int)
-            file_name = _field(image, "file_name", where, str)
-            if width <= 0 or height <= 0:
-                raise DataError(f"{where}: width and height must be positive, got {width}x{height}")
-            path = join_inside(self.image_dir, file_name, where=where)
+            try:
+                image_id, where = self._unique_id(image, "image", index, by_id)
+                width = _field(image, "width", where, int)
+                height = _field(image, "height", where, int)
+                file_name = _field(image, "file_name", where, str)
+                if width <= 0 or height <= 0:
+                    raise DataError(f"{where}: width and height must be positive, got {width}x{height}")
+                path = join_inside(self.image_dir, file_name, where=where)
+            except DataError as error:
+                self._refuse(log, error)
+                if isinstance(image, dict):  # its annotations are not reported again
+                    self._refused_images.add(image.get("id"))
+                continue
             by_id[image_id] = len(self.image_info)
             self.add_image("coco", image_id, path, width=width, height=height, annotations=[])
         return by_id
@@ -99,25 +116,31 @@ class CocoDataset(Dataset):
         self._check_key_spelling(annotations, "segmentation")
         seen, kept = set(), []
         for index, annotation in enumerate(annotations):
-            annotation_id, where = self._unique_id(annotation, "annotation", index, seen)
-            seen.add(annotation_id)
-            image_id = _field(annotation, "image_id", where, (int, str))
-            category_id = _field(annotation, "category_id", where, int)
-            bbox = _field(annotation, "bbox", where, list)
-            if image_id not in images:
-                raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
-            if category_id not in category_to_internal:
-                raise DataError(f"{where}: category_id {category_id} is not in 'categories' "
-                                f"(known: {sorted(category_to_internal)})")
-            if len(bbox) != 4 or not all(is_number(v) for v in bbox):
-                raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
-            info = self.image_info[images[image_id]]
-            ids = {"image_id": image_id, "annotation_id": annotation_id}
-            box_xyxy = self._check_box(bbox, info, log, ids)
-            if box_xyxy is None:
-                continue
-            segmentation = self._check_segmentation(annotation.get("segmentation"), info, where, log, ids)
-            if segmentation is None:
+            try:
+                annotation_id, where = self._unique_id(annotation, "annotation", index, seen)
+                seen.add(annotation_id)
+                image_id = _field(annotation, "image_id", where, (int, str))
+                if image_id in self._refused_images:
+                    continue
+                category_id = _field(annotation, "category_id", where, int)
+                bbox = _field(annotation, "bbox", where, list)
+                if image_id not in images:
+                    raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
+                if category_id not in category_to_internal:
+                    raise DataError(f"{where}: category_id {category_id} is not in 'categories' "
+                                    f"(known: {sorted(category_to_internal)})")
+                if len(bbox) != 4 or not all(is_number(v) for v in bbox):
+                    raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
+                info = self.image_info[images[image_id]]
+                ids = {"image_id": image_id, "annotation_id": annotation_id}
+                box_xyxy = self._check_box(bbox, info, log, ids)
+                if box_xyxy is None:
+                    continue
+                segmentation = self._check_segmentation(annotation.get("segmentation"), info, where, log, ids)
+                if segmentation is None:
+                    continue
+            except DataError as error:
+                self._refuse(log, error)
                 continue
             area = _area(segmentation, info)
             if area == 0:

@@ -28,7 +28,7 @@ ACCEPTED_FORMS = ("coco:ANNOTATIONS.json[:IMAGE_DIR]", "via:REGIONS.json[:IMAGE_
                   "masks:IMAGE_DIR:MASK_DIR", "shapes:COUNT[:SIZE[:SEED]]", "labelme:DIR",
                   "cvat:ANNOTATIONS.xml[:IMAGE_DIR]", "labelstudio:EXPORT.json[:IMAGE_DIR]", "yolo:DATA.yaml[:SPLIT]")
 # Formats whose readers record fatal problems and go on when asked (collect_errors=True), for validate.
-COLLECTING_FORMATS = ("labelme", "cvat", "labelstudio", "yolo")
+COLLECTING_FORMATS = ("coco", "labelme", "cvat", "labelstudio", "yolo")
 
 
 def load_dataset_spec(spec: str, **kwargs):
