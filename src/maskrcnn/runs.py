@@ -279,7 +279,9 @@ def validate(data: str, *, report=print) -> list:
 
     kind = data.partition(":")[0].lower()
     # Build the data set however many instances are bad: the point is to list them all, not to refuse.
-    extra = {"max_skip_fraction": 1.0} if kind in ("coco", "via") else {}
+    extra = {"max_skip_fraction": 1.0} if kind in ("coco", "via", "labelme", "cvat", "labelstudio", "yolo") else {}
+    # Fatal problems (an unknown category, an image without a size) are recorded and the reading goes on.
+    extra["collect_errors"] = True
     with warnings.catch_warnings():
         # The skips are listed below as problems; warnings here would print each of them twice.
         warnings.simplefilter("ignore")
@@ -287,7 +289,9 @@ def validate(data: str, *, report=print) -> list:
     problems = validate_dataset(dataset)
     for problem in problems:
         report(str(problem))
-    report(f"{len(dataset)} images checked, {len(problems)} problem(s)")
+    fatal = sum(1 for problem in problems if problem.fatal)
+    report(f"{len(dataset)} images checked, {len(problems)} problem(s), {fatal} of them fatal (training refuses "
+           f"the data set until they are fixed)" if fatal else f"{len(dataset)} images checked, {len(problems)} problem(s)")
     return problems
 
 
