@@ -134,6 +134,26 @@ def test_raw_body_score_threshold_and_polygons(client, model, image_files):
         assert (drawn & mask).sum() / max(1, (drawn | mask).sum()) > 0.8
 
 
+def test_masks_rle_gives_the_strings_of_evaluation_coco_results():
+    from maskrcnn.evaluation import coco_results
+    from maskrcnn.serve.encoding import masks_rle
+    from maskrcnn.structures import Detections
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((7, 9, 11), dtype=bool)
+    masks[0, 2:5, 3:7] = True  # inside
+    masks[1] = True  # everything
+    masks[2, :, 0] = True  # first column, starts at pixel 0
+    masks[3, 8, 10] = True  # the last pixel only
+    masks[4] = rng.random((9, 11)) > 0.5  # many runs, touching every column
+    masks[5, 3:6, 4] = masks[5, 0, 8] = True  # two pieces, a column between them
+    # masks[6] stays empty
+    detections = Detections(torch.zeros(7, 4), torch.ones(7, dtype=torch.int64), torch.ones(7), torch.from_numpy(masks))
+    expected = [row["segmentation"] for row in coco_results(detections, image_id=0)]
+    assert masks_rle(masks) == [{"size": e["size"], "counts": e["counts"]} for e in expected]
+    assert masks_rle(np.zeros((0, 9, 11), dtype=bool)) == []
+
+
 def test_mask_polygons_of_a_square_are_its_pixel_edges():
     mask = np.zeros((6, 7), dtype=bool)
     mask[1:4, 2:6] = True  # rows 1..3, columns 2..5: the pixel edges x 2..6, y 1..4

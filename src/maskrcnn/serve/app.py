@@ -13,6 +13,7 @@ client sends makes a 500.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -94,12 +95,12 @@ def create_app(predictor, pool: WorkerPool, settings: ServerSettings = ServerSet
         if mask_format not in FORMATS:
             raise RequestError(BAD_REQUEST, f"format must be one of {', '.join(FORMATS)}, got {mask_format!r}")
 
-        def work():  # in a worker thread: decode, predict, encode
+        def work() -> bytes:  # in a worker thread: decode, predict, encode (the JSON text too, off the event loop)
             image = decode_image(data, max_pixels=settings.max_pixels)
             found = predictor.predict([image], score_threshold=score_threshold)[0]
-            return detections_json(found, class_names, mask_format=mask_format)
+            return json.dumps(detections_json(found, class_names, mask_format=mask_format)).encode()
 
-        return await pool.run(work)
+        return Response(await pool.run(work), media_type="application/json")
 
     @app.get("/")
     async def page():
