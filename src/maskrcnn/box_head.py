@@ -119,12 +119,82 @@ def detection_targets(
     return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, num_positive)
 
 
+def padded_sample_sizes(num_positive: int, num_negative: int, rois_per_image: int, positive_ratio: float) -> tuple[int, int]:
+    """(positives, negatives) kept by matterport's `detection_targets_graph`: at most
+    int(rois_per_image * positive_ratio) positives, then int(float32(1 / positive_ratio) * positives) -
+    positives negatives (TensorFlow multiplies in float32); without positives, no negative at all."""
+    positives = min(num_positive, int(rois_per_image * positive_ratio))
+    wanted = int(torch.tensor(1.0 / positive_ratio, dtype=torch.float32) * torch.tensor(float(positives), dtype=torch.float32))
+    return positives, min(num_negative, max(wanted - positives, 0))
+
+
+@torch.no_grad()
+def detection_targets_zero_padded(
+    proposals: list[Tensor],
+    gt_boxes: list[Tensor],
+    gt_labels: list[Tensor],
+    crowd_boxes: list[Tensor] | None = None,
+    *,
+    rois_per_image: int,
+    positive_ratio: float,
+    positive_iou: float,
+    negative_iou: float,
+    std_dev,
+    crowd_iou: float = 0.001,
+    generator: torch.Generator | None = None,
+) -> DetectionTargets:
+    """Sample ROIs as matterport's `detection_targets_graph`: proposals only (no ground-truth box added);
+    positives at IoU >= positive_iou, negatives below negative_iou that overlap no crowd box at IoU >=
+    crowd_iou, in the counts of `padded_sample_sizes` (random subsets), and zero ROIs (0, 0, 0, 0) with
+    class 0 padding each image to rois_per_image rows. The padding goes through the box head and counts in
+    `mrcnn_class_loss` as the background class, as matterport's does.
+
+    proposals, gt_boxes, crowd_boxes: per image (M, 4), (G, 4), (K, 4) in one frame; gt_labels: per image (G,).
+    """
+    rois, labels, deltas, matched_gt, num_positive = [], [], [], [], []
+    crowds = crowd_boxes if crowd_boxes is not None else [None] * len(proposals)
+    for props, boxes, classes, crowd in zip(proposals, gt_boxes, gt_labels, crowds):
+        iou = box_iou(boxes, props) if len(boxes) else props.new_zeros((0, len(props)))  # (G, M)
+        best_iou, matched = iou.max(dim=0) if len(boxes) else (props.new_full((len(props),), -1.0), props.new_zeros(len(props), dtype=torch.int64))
+        negative_ok = best_iou < negative_iou
+        if crowd is not None and len(crowd):
+            negative_ok &= box_iou(crowd, props).max(dim=0).values < crowd_iou
+        positive = torch.where(best_iou >= positive_iou)[0]
+        negative = torch.where(negative_ok)[0]
+        keep_positive, keep_negative = padded_sample_sizes(len(positive), len(negative), rois_per_image, positive_ratio)
+        positive = positive[torch.randperm(len(positive), generator=generator).to(positive.device)[:keep_positive]]
+        negative = negative[torch.randperm(len(negative), generator=generator).to(negative.device)[:keep_negative]]
+        padding = max(rois_per_image - len(positive) - len(negative), 0)
+        image_rois = torch.cat((props[positive], props[negative], props.new_zeros((padding, 4))))  # (rois_per_image, 4)
+        gt_index = matched[positive]
+        image_labels = torch.zeros(len(image_rois), dtype=torch.int64, device=props.device)
+        image_deltas = torch.zeros((len(image_rois), 4), dtype=props.dtype, device=props.device)
+        if len(positive):
+            image_labels[: len(positive)] = classes[gt_index]
+            image_deltas[: len(positive)] = encode_deltas(props[positive], boxes[gt_index], std_dev)
+        rois.append(image_rois)
+        labels.append(image_labels)
+        deltas.append(image_deltas)
+        matched_gt.append(gt_index)
+        num_positive.append(len(positive))
+    return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, num_positive)
+
+
 # ---------------------------------------------------------------------------------------------- losses
-def mrcnn_class_loss(class_logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross entropy over all sampled ROIs. class_logits: (R, C); labels: (R,)."""
+def mrcnn_class_loss(class_logits: Tensor, labels: Tensor, active_classes: Tensor | None = None) -> Tensor:
+    """Cross entropy over all sampled ROIs (zero-padding rows included). class_logits: (R, C); labels: (R,).
+
+    active_classes: None, or (C,) bool, the classes the images' data sets have: matterport's
+    `mrcnn_class_loss_graph` drops the rows whose predicted class (argmax) is not active and averages over
+    the rest (a plain mean when every class is active).
+    """
     if len(labels) == 0:
         return class_logits.sum() * 0.0
-    return F.cross_entropy(class_logits, labels)
+    if active_classes is None:
+        return F.cross_entropy(class_logits, labels)
+    weight = active_classes.to(class_logits.dtype)[class_logits.argmax(dim=1)]  # (R,) 1 where the prediction is active
+    loss = F.cross_entropy(class_logits, labels, reduction="none") * weight
+    return loss.sum() / weight.sum()
 
 
 def mrcnn_bbox_loss(deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> Tensor:
@@ -138,3 +208,13 @@ def mrcnn_bbox_loss(deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> Te
     predicted = deltas[positive, labels[positive]]  # (P, 4)
     loss = F.smooth_l1_loss(predicted, target_deltas[positive], beta=1.0 / 9, reduction="sum")
     return loss / labels.numel()
+
+
+def mrcnn_bbox_loss_per_positive(deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> Tensor:
+    """matterport's `mrcnn_bbox_loss_graph`: smooth L1 with beta 1 on the positives' deltas of their true
+    class, averaged over 4 x the positives. Arguments as `mrcnn_bbox_loss`; exactly 0 without positives."""
+    positive = torch.where(labels > 0)[0]
+    if len(positive) == 0:
+        return deltas.sum() * 0.0
+    predicted = deltas[positive, labels[positive]]  # (P, 4)
+    return F.smooth_l1_loss(predicted, target_deltas[positive], beta=1.0, reduction="mean")

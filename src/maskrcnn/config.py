@@ -123,6 +123,11 @@ class Config:
     mini_mask_shape: tuple = (56, 56)
 
     # ---------------------------------------------------------------- training
+    # How a training step samples targets and weighs its losses (maskrcnn.training_convention): "torchvision"
+    # (ground-truth boxes added to the proposals, negatives fill the ROI sample, smooth L1 beta 1/9 summed over
+    # the sample, crowd boxes dropped) or "matterport" (proposals only, zero ROIs pad the sample, smooth L1
+    # beta 1 averaged over the positives, clipped mask BCE, anchors and ROIs near crowd boxes never negative)
+    training_convention: str = "torchvision"
     images_per_batch: int = 2
     optimizer: str = "sgd"  # "sgd" or "adamw"
     learning_rate: float = 0.02  # with lr_reference_batch 0: the rate used; else the rate for that global batch
@@ -200,6 +205,7 @@ class Config:
             pixel_mean=(123.7 / 255, 116.8 / 255, 103.9 / 255),
             pixel_std=(1 / 255, 1 / 255, 1 / 255),  # matterport subtracts the mean pixel and does not scale
             use_mini_mask=True,
+            training_convention="matterport",
             learning_rate=0.001,
             lr_warmup_steps=0,
         )
@@ -299,6 +305,7 @@ class Config:
 
         choices = {
             "layout": ("torchvision", "matterport"),
+            "training_convention": ("torchvision", "matterport"),
             "backbone": BACKBONES,
             "fpn_norm": ("none", "batch"),
             "rpn_objectness": ("sigmoid", "softmax"),

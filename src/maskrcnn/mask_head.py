@@ -87,3 +87,18 @@ def mrcnn_mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Ten
         return mask_logits.sum() * 0.0
     logits = select_class(mask_logits, labels)
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+
+
+# Keras' epsilon: `K.binary_crossentropy` clips probabilities to [1e-7, 1 - 1e-7]
+PROBABILITY_CLIP = 1e-7
+
+
+def mrcnn_mask_loss_clipped(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """matterport's `mrcnn_mask_loss_graph`: binary cross entropy of the sigmoid of each positive ROI's
+    true-class mask with the probability clipped to [1e-7, 1 - 1e-7] (`K.binary_crossentropy`), averaged over
+    positives x M x M; exactly 0 without positives. Arguments as `mrcnn_mask_loss`."""
+    if len(labels) == 0:
+        return mask_logits.sum() * 0.0
+    probability = torch.sigmoid(select_class(mask_logits, labels)).clamp(PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    target = targets.to(probability.dtype)
+    return -(target * torch.log(probability) + (1 - target) * torch.log(1 - probability)).mean()

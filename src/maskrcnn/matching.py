@@ -19,6 +19,8 @@ def label_anchors(iou: Tensor, positive_iou: float, negative_iou: float, allow_l
     ground truth of each box (0 where G == 0). IoU >= positive_iou: POSITIVE; < negative_iou: NEGATIVE;
     between: IGNORE. With allow_low_quality, every ground truth's best box(es) are POSITIVE too (Faster
     R-CNN: "the anchor with the highest IoU with a ground-truth box"), so no object goes without an anchor.
+    Such a box stays matched to its own best ground truth, which may be another one (torchvision's
+    `Matcher.set_low_quality_matches_`, matterport's `build_rpn_targets`: `anchor_iou_argmax`).
     """
     num_boxes = iou.shape[1]
     if iou.shape[0] == 0:
@@ -32,10 +34,9 @@ def label_anchors(iou: Tensor, positive_iou: float, negative_iou: float, allow_l
     labels[best_iou >= positive_iou] = POSITIVE
     if allow_low_quality:
         best_per_gt = iou.max(dim=1, keepdim=True).values  # (G, 1)
-        # Ties count: every box sharing a ground truth's best IoU becomes positive, matched to that truth.
-        gt_index, box_index = torch.where((iou == best_per_gt) & (best_per_gt > 0))
+        # Ties count: every box sharing a ground truth's best IoU becomes positive.
+        _, box_index = torch.where((iou == best_per_gt) & (best_per_gt > 0))
         labels[box_index] = POSITIVE
-        matched[box_index] = gt_index
     return labels, matched
 
 

@@ -17,15 +17,16 @@ from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
 from .backbone import build_backbone
-from .box_head import BoxHead, detection_targets, mrcnn_bbox_loss, mrcnn_class_loss
+from .box_head import BoxHead
 from .config import Config
 from .layout import build_preprocessor, layout_of
-from .mask_head import MaskHead, mrcnn_mask_loss, sample_mask_rois, select_class
+from .mask_head import MaskHead, sample_mask_rois, select_class
 from .postprocess import BoxDetections, detect
 from .preprocess import ImageBatch, to_image_tensors, window_size
 from .proposals import propose
-from .rpn import RPNHead, rpn_bbox_loss, rpn_class_loss, rpn_targets
+from .rpn import RPNHead
 from .structures import Detections
+from .training_convention import build_training_convention
 
 
 def per_image(values: Tensor, counts: list[int]) -> list[Tensor]:
@@ -84,14 +85,14 @@ class MaskRCNN(nn.Module):
             nms_threshold=c.detection_nms_threshold, max_instances=c.detection_max_instances,
             min_size=c.detection_min_size, class_mode=c.detection_class_mode,
         )
-        self.rpn_targets = partial(
-            rpn_targets, positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou,
-            anchors_per_image=c.rpn_train_anchors_per_image, positive_fraction=c.rpn_positive_fraction,
-            std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors,
-        )
-        self.detection_targets = partial(
-            detection_targets, rois_per_image=c.train_rois_per_image, positive_ratio=c.roi_positive_ratio,
-            positive_iou=c.roi_positive_iou, negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev,
+        # The training targets and the losses' normalisation: torchvision's or matterport's, chosen here once.
+        self.training_convention = build_training_convention(
+            c.training_convention, frame=self.frame,
+            rpn=dict(positive_iou=c.rpn_positive_iou, negative_iou=c.rpn_negative_iou,
+                     anchors_per_image=c.rpn_train_anchors_per_image, positive_fraction=c.rpn_positive_fraction,
+                     std_dev=c.rpn_bbox_std_dev, ignore_crossing=c.rpn_ignore_crossing_anchors),
+            rois=dict(rois_per_image=c.train_rois_per_image, positive_ratio=c.roi_positive_ratio,
+                      positive_iou=c.roi_positive_iou, negative_iou=c.roi_negative_iou, std_dev=c.bbox_std_dev),
         )
         self.mask_threshold = c.mask_threshold
         self.mask_rois_per_image = c.mask_rois_per_image
@@ -127,9 +128,12 @@ class MaskRCNN(nn.Module):
     # ------------------------------------------------------------------------------------ training
     def forward(self, images, targets: list[dict]) -> dict[str, Tensor]:
         """The five weighted losses for a batch: images as for predict, targets one dict per image with
-        "boxes" (G, 4) x1 y1 x2 y2 pixels, "labels" (G,) int64 in 1..C-1, "masks" (G, H, W) bool/uint8."""
+        "boxes" (G, 4) x1 y1 x2 y2 pixels, "labels" (G,) int64 in 1..C-1, "masks" (G, H, W) bool/uint8, and
+        optionally "crowd_boxes" (K, 4) x1 y1 x2 y2 pixels of crowd regions (COCO's iscrowd), which the
+        training convention leaves out (torchvision) or keeps out of the negatives (matterport)."""
         inputs = self.prepare_images(images)
-        gt_boxes, gt_labels, gt_masks = self.check_targets(targets, inputs)
+        gt_boxes, gt_labels, gt_masks, gt_crowds = self.check_targets(targets, inputs)
+        training = self.training_convention
         batch = self.preprocessor.training_batch(inputs)  # (N, 3, Hp, Wp), each image's size drawn from the choices
         pyramid = self.backbone(batch.tensor)  # [P2..P6], each (N, F, Hl, Wl)
         rpn_out = self.rpn(pyramid)  # objectness (N, L[, 2]), deltas (N, L, 4)
@@ -137,8 +141,9 @@ class MaskRCNN(nn.Module):
         proposals = self.propose_training(rpn_out, anchors, batch.windows, image_size=batch.padded_size)  # per image (R, 4)
 
         boxes_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_boxes)]  # per image (G, 4)
-        rpn_goal = self.rpn_targets(anchors, boxes_in_batch, batch.windows)
-        sampled = self.detection_targets(proposals, boxes_in_batch, gt_labels)
+        crowds_in_batch = [self.to_batch_frame(b, batch, i) for i, b in enumerate(gt_crowds)]  # per image (K, 4)
+        rpn_goal = training.rpn_targets(anchors, boxes_in_batch, crowds_in_batch, batch.windows)
+        sampled = training.detection_targets(proposals, boxes_in_batch, gt_labels, crowds_in_batch)
         features = self.roi_features(pyramid)  # [P2..P5]
         class_logits, deltas = self.box_head(self.box_roi_align(features, sampled.rois))  # (R, C), (R, C, 4)
 
@@ -156,18 +161,18 @@ class MaskRCNN(nn.Module):
         ]).to(mask_logits.device)  # (P, M, M)
 
         losses = {
-            "rpn_class": rpn_class_loss(rpn_out.objectness, rpn_goal.labels),
-            "rpn_bbox": rpn_bbox_loss(rpn_out.deltas, rpn_goal),
-            "mrcnn_class": mrcnn_class_loss(class_logits, sampled.labels),
-            "mrcnn_bbox": mrcnn_bbox_loss(deltas, sampled.labels, sampled.deltas),
-            "mrcnn_mask": mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
+            "rpn_class": training.rpn_class_loss(rpn_out.objectness, rpn_goal.labels),
+            "rpn_bbox": training.rpn_bbox_loss(rpn_out.deltas, rpn_goal),
+            "mrcnn_class": training.mrcnn_class_loss(class_logits, sampled.labels),
+            "mrcnn_bbox": training.mrcnn_bbox_loss(deltas, sampled.labels, sampled.deltas),
+            "mrcnn_mask": training.mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
         }
         return {name: value * self.loss_weights[name] for name, value in losses.items()}
 
     def check_targets(self, targets: list[dict], inputs: list[Tensor]):
         if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs):
             raise ValueError(f"expected one target dict per image ({len(inputs)}), got {type(targets).__name__} of {len(targets) if hasattr(targets, '__len__') else '?'}")
-        boxes, labels, masks = [], [], []
+        boxes, labels, masks, crowds = [], [], [], []
         for i, (target, image) in enumerate(zip(targets, inputs)):
             missing = {"boxes", "labels", "masks"} - set(target)
             if missing:
@@ -183,10 +188,14 @@ class MaskRCNN(nn.Module):
                 raise ValueError(f"target {i}: masks are {tuple(m.shape[-2:])} but the image is {tuple(image.shape[-2:])}")
             if len(b) and bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
                 raise ValueError(f"target {i}: every box needs x2 > x1 and y2 > y1, got {b.tolist()}")
+            crowd = torch.as_tensor(target.get("crowd_boxes", b.new_zeros((0, 4)))).to(device=self.device, dtype=self.dtype)
+            if crowd.dim() != 2 or crowd.shape[1] != 4:
+                raise ValueError(f"target {i}: crowd_boxes must be (K, 4) x1 y1 x2 y2 pixels, got shape {tuple(crowd.shape)}")
             boxes.append(b)
             labels.append(l)
             masks.append(m.bool())
-        return boxes, labels, masks
+            crowds.append(crowd)
+        return boxes, labels, masks, crowds
 
     def to_batch_frame(self, boxes: Tensor, batch: ImageBatch, index: int) -> Tensor:
         """(G, 4) boxes in original-image pixels -> padded-batch pixels (resize, then shift into the window),
@@ -219,6 +228,16 @@ class MaskRCNN(nn.Module):
         finally:
             for module, mode in modes:
                 module.training = mode
+
+    def predict_tiled(self, image, *, tile: int = 1024, overlap: int = 128, batch_size: int = 1,
+                      score_threshold: float | None = None, max_detections: int | None = None,
+                      progress: bool = False) -> Detections:
+        """One Detections for an image of any size (array, tensor or file path), predicted in overlapping tiles
+        and merged so that each object appears once; masks are compact (`MaskCrops`). See `tiling.py`."""
+        from .tiling import predict_tiled
+
+        return predict_tiled(lambda tiles: self.predict(tiles, score_threshold=score_threshold), image, tile=tile,
+                             overlap=overlap, batch_size=batch_size, max_detections=max_detections, progress=progress)
 
     def find_instances(self, images: Tensor, windows: list, min_confidence=None) -> list[tuple[BoxDetections, Tensor]]:
         """The network between pre- and post-processing, for `predict` and for the ONNX graph (export.py).

@@ -19,7 +19,7 @@ from torchvision.ops import box_iou
 
 from .boxes import encode_deltas
 from .matching import label_anchors, sample_labels
-from .structures import IGNORE, POSITIVE
+from .structures import IGNORE, NEGATIVE, POSITIVE
 
 
 @dataclass
@@ -98,6 +98,8 @@ def rpn_targets(
     positive_fraction: float,
     std_dev,
     ignore_crossing: bool,
+    crowd_boxes: list[Tensor] | None = None,
+    crowd_iou: float = 0.001,
     generator: torch.Generator | None = None,
 ) -> RPNTargets:
     """Label and sample anchors for each image (seed section 2.1; Faster R-CNN section 3.1.2).
@@ -105,11 +107,15 @@ def rpn_targets(
     anchors: (L, 4) in padded-batch pixels; gt_boxes: per image (G, 4) in the same frame;
     windows: per image (y1, x1, y2, x2) of the real image inside the padded batch.
     An anchor is positive at IoU >= positive_iou, negative below negative_iou, and each ground truth's
-    best anchor is positive even when that IoU is lower. Then at most anchors_per_image are kept, at most
+    best anchor(s) positive even when that IoU is lower (matterport's `build_rpn_targets` sets the negatives
+    first and the positives over them: the same labels). Each positive regresses onto its own best-IoU
+    ground truth. crowd_boxes: per image (K, 4), or None; an anchor at IoU >= crowd_iou with a crowd box is
+    never negative (`build_rpn_targets`). Then at most anchors_per_image are kept, at most
     positive_fraction of them positive; the rest become IGNORE.
     """
     labels, deltas = [], []
-    for boxes, window in zip(gt_boxes, windows):
+    crowds = crowd_boxes if crowd_boxes is not None else [None] * len(gt_boxes)
+    for boxes, window, crowd in zip(gt_boxes, windows, crowds):
         if ignore_crossing:
             y1, x1, y2, x2 = window
             inside = (anchors[:, 0] >= x1) & (anchors[:, 1] >= y1) & (anchors[:, 2] <= x2) & (anchors[:, 3] <= y2)
@@ -119,6 +125,9 @@ def rpn_targets(
         image_labels, matched = label_anchors(iou, positive_iou, negative_iou, allow_low_quality=True)
         if inside is not None:
             image_labels[~inside] = IGNORE
+        if crowd is not None and len(crowd):
+            near_crowd = box_iou(crowd, anchors).max(dim=0).values >= crowd_iou  # (L,)
+            image_labels[(image_labels == NEGATIVE) & near_crowd] = IGNORE
         image_labels = sample_labels(image_labels, anchors_per_image, positive_fraction, generator)
         target = torch.zeros_like(anchors)
         positive = image_labels == POSITIVE
@@ -156,3 +165,13 @@ def rpn_bbox_loss(deltas: Tensor, targets: RPNTargets) -> Tensor:
         return deltas.sum() * 0.0
     loss = F.smooth_l1_loss(deltas[positive], targets.deltas[positive], beta=1.0 / 9, reduction="sum")
     return loss / sampled
+
+
+def rpn_bbox_loss_per_positive(deltas: Tensor, targets: RPNTargets) -> Tensor:
+    """matterport's `rpn_bbox_loss_graph`: smooth L1 with beta 1 (`smooth_l1_loss`: 0.5 d^2 below 1, else
+    |d| - 0.5) over the positive anchors' four deltas, averaged over 4 x the positives. Exactly 0 without
+    positives. deltas: (N, L, 4); targets as for `rpn_bbox_loss`."""
+    positive = targets.labels == POSITIVE
+    if not positive.any():
+        return deltas.sum() * 0.0
+    return F.smooth_l1_loss(deltas[positive], targets.deltas[positive], beta=1.0, reduction="mean")

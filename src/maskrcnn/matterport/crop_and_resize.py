@@ -3,7 +3,7 @@
 
 `crop_and_resize` is not torchvision's `roi_align`: it takes one bilinear sample per output cell, at
 n evenly spaced points that include both box edges, in normalised coordinates with the (H - 1) convention,
-and a sample outside [0, H - 1] is 0 (torchvision clamps samples in (-1, 0) and (H - 1, H) to the edge and
+and a sample outside [0, H - 1] (beyond rounding error) is 0 (torchvision clamps samples in (-1, 0) and (H - 1, H) to the edge and
 enlarges boxes smaller than one cell). Following TensorFlow's CPU kernel operation for operation:
     scale = (y2 - y1) * (Hf - 1) / (n - 1)
     y_i   = y1 * (Hf - 1) + i * scale            i = 0..n-1 (n = 1: the box centre)
@@ -66,7 +66,11 @@ def _sample_points(start: Tensor, end: Tensor, length: int, size: int) -> tuple[
         points = (start * (length - 1))[:, None] + steps[None, :] * scale[:, None]
     else:
         points = (0.5 * (start + end) * (length - 1))[:, None]
-    return points, (points >= 0) & (points <= length - 1)
+    # A box clipped to the border ends exactly on it, but the sum above may land a few ulps past the edge
+    # (our boxes are matterport's normalised ones times (H - 1), so their last bits differ from its): such a
+    # sample counts as on the edge, as in matterport's own float64 training graph (train_case_r50_512).
+    slack = 16 * torch.finfo(points.dtype).eps * (length - 1)
+    return points, (points >= -slack) & (points <= length - 1 + slack)
 
 
 def assign_levels(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
