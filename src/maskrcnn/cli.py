@@ -49,6 +49,9 @@ DATA_HELP = ("data set as FORMAT:PATHS: coco:ANNOTATIONS.json[:IMAGE_DIR], via:R
              "labelstudio:EXPORT.json[:IMAGE_DIR], yolo:DATA.yaml[:SPLIT]; without IMAGE_DIR the images are read from "
              "the JSON file's folder")
 WEIGHTS_HELP = "a model .pt (from train or convert), a matterport .h5, a torchvision state dict .pth, or torchvision-coco"
+BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "auto"]
+BACKEND_HELP = ("torch (default), onnxruntime or openvino (these two run --onnx), or auto: the fastest of them that gives "
+                "PyTorch's detections on this machine, measured once per machine and model and cached (backends.py)")
 SKIP_HELP = ("largest share of the annotations that may be skipped as unusable before the data set is refused "
              "(default: 0.05)")
 
@@ -99,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true", help="no augmentation: by default training flips images left-right (p 0.5) and, for configs that resize, draws each image's shorter side from image_min_dim_choices (0.8 to 1 x image_min_dim)")
 
     evaluate = command("evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.")
-    evaluate.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    evaluate.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime or openvino)")
+    evaluate.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
+    evaluate.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
     evaluate.add_argument("--out", default="metrics.json", help="write the metrics as JSON here (default: metrics.json)")
     evaluate.add_argument("--results", help="also write the COCO results JSON (detections) here")
@@ -108,12 +113,12 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = command("predict", "Run a model on images or folders; write a picture per image and one COCO-results JSON.")
     predict.add_argument("inputs", nargs="+", help="image files or folders of images (searched recursively)")
-    predict.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime)")
+    predict.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime or openvino)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--score-threshold", type=float, default=None, help="keep detections scoring at least this, in [0, 1] (default: the model's config "
                          "for results.json, and 0.5 for the pictures: a low evaluation threshold such as 0.05 would clutter them)")
-    predict.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
-    predict.add_argument("--onnx", help="the .onnx file for --backend onnxruntime")
+    predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
+    predict.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     validate = command("validate", "Check a data set without training and list every problem found.")
@@ -218,7 +223,7 @@ def cmd_evaluate(args) -> int:
     from .runs import evaluate
 
     evaluate(args.weights, args.data, out=args.out, results=args.results, progress=not args.no_progress,
-             max_skip_fraction=args.max_skip_fraction)
+             max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx)
     return 0
 
 
