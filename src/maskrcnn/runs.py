@@ -175,14 +175,14 @@ def _initial_weights(model, options: TrainOptions, report, load_weights) -> None
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
-def evaluate(weights: str, data: str, *, out, results=None, progress: bool = True,
-             max_skip_fraction: float | None = None, report=print) -> dict:
-    """COCO metrics of the model `weights` on the data set spec `data`; printed as a table and written to `out`."""
+def evaluate(weights: str | None, data: str, *, out, results=None, progress: bool = True,
+             max_skip_fraction: float | None = None, report=print, backend: str = "torch", onnx=None) -> dict:
+    """COCO metrics of the model `weights` (or the `onnx` file, run by `backend`: load_predictor) on the data set
+    spec `data`; printed as a table and written to `out`."""
     from .data import load_dataset_spec
     from .evaluation import evaluate_coco, format_table
-    from .saving import load_weights
 
-    model = load_weights(weights)
+    model = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     extra = {} if max_skip_fraction is None else {"max_skip_fraction": max_skip_fraction}
     dataset = load_dataset_spec(data, allow_empty=True, **extra)
     summary = evaluate_coco(model, dataset, out=out, results=results, progress=progress)
@@ -208,20 +208,14 @@ def images_in(inputs) -> list[Path]:
     return found
 
 
-def load_predictor(weights=None, *, backend: str = "torch", onnx=None):
-    """A MaskRCNN from `weights` (saving.load_weights), or an export.OnnxPredictor of the `onnx` file."""
-    if backend == "onnxruntime":
-        if not onnx:
-            raise ConfigError("--backend onnxruntime needs --onnx model.onnx")
-        from .export import OnnxPredictor
+def load_predictor(weights=None, *, backend: str = "torch", onnx=None, report=print):
+    """A MaskRCNN from `weights` (saving.load_weights), an export.OnnxPredictor or export.OpenVinoPredictor of the
+    `onnx` file, or with backend "auto" the fastest of them that agrees with PyTorch here (backends.choose)."""
+    from . import backends
 
-        return OnnxPredictor(onnx)
-    if not weights:
-        raise ConfigError("--weights is required: a model .pt (from train or convert), a matterport .h5, a "
-                          "torchvision state dict .pth, or torchvision-coco")
-    from .saving import load_weights
-
-    return load_weights(weights)
+    if backend == "auto":
+        return backends.choose(weights, onnx, report=report)
+    return backends.build(backend, weights=weights, onnx=onnx)
 
 
 def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,
@@ -237,7 +231,7 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
     paths = images_in(inputs)
-    predictor = load_predictor(weights, backend=backend, onnx=onnx)
+    predictor = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     class_names = list(predictor.class_names)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
