@@ -1,0 +1,38 @@
+"""Pictures of detections with compact masks (`MaskCrops`), for images too large for one full mask per instance.
+
+Each mask is blended into the picture over its crop only, so drawing costs the image once plus the objects'
+area; boxes and captions as `visualize.draw_instances` draws them (colours from `visualize.instance_colors`).
+
+Shape letters: H, W: the image's height and width.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .structures import Detections
+from .visualize import instance_colors
+
+
+def draw_compact(image: np.ndarray, detections: Detections, class_names: Sequence[str], *,
+                 score_threshold: float | None = None, alpha: float = 0.45) -> np.ndarray:
+    """Draw detections whose masks are MaskCrops on a copy of `image` (H, W, 3) uint8 -> (H, W, 3) uint8."""
+    detections = detections.compact().to("cpu")
+    if score_threshold is not None:
+        detections = detections[detections.scores >= score_threshold]
+    colors = instance_colors(len(detections))
+    canvas = np.array(image, dtype=np.uint8, copy=True)
+    for (crop, x0, y0), color in zip(detections.masks, colors):
+        region = canvas[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]  # a view: written in place
+        mask = crop.numpy()
+        region[mask] = np.rint((1 - alpha) * region[mask] + alpha * np.asarray(color, dtype=np.float32)).astype(np.uint8)
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for (x1, y1, x2, y2), label, score, color in zip(detections.boxes.tolist(), detections.labels.tolist(),
+                                                      detections.scores.tolist(), colors):
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color)
+        name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
+        draw.text((x1 + 2, y1 + 1), f"{name} {score:.2f}", fill=color)
+    return np.asarray(picture)
