@@ -366,6 +366,8 @@ class Config:
             fail("mask_shape", f"must be twice mask_pool_size ({self.mask_pool_size}): the mask head upsamples 2x")
         if self.image_min_dim < 1 or self.image_max_dim < self.image_min_dim:
             fail("image_max_dim", f"must be >= image_min_dim ({self.image_min_dim}) and both positive")
+        if self.use_mini_mask and self.layout != "matterport":
+            fail("use_mini_mask", "mini-masks are cut in matterport's box frame: set layout: matterport, or use_mini_mask: false")
         if self.learning_rate <= 0:
             fail("learning_rate", "must be positive")
         if self.lr_reference_batch < 0:

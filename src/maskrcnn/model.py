@@ -97,6 +97,9 @@ class MaskRCNN(nn.Module):
         self.mask_threshold = c.mask_threshold
         self.mask_rois_per_image = c.mask_rois_per_image
         self.mask_size = c.mask_shape[0]
+        # matterport's USE_MINI_MASK: mask targets cut from (G, m, m) masks of each ground-truth box (given so, or
+        # made from full masks as load_image_gt makes them); only the matterport frame has the arithmetic
+        self.mini_mask_shape = tuple(c.mini_mask_shape) if c.use_mini_mask else None
         self.loss_weights = dict(c.loss_weights)
 
     # ------------------------------------------------------------------------------------ helpers
@@ -153,11 +156,9 @@ class MaskRCNN(nn.Module):
         positive_labels = torch.cat([l[pick] for l, pick in zip(sampled.labels.split([len(r) for r in sampled.rois]), mask_picks)])
         positive_matches = [matched[pick] for matched, pick in zip(sampled.matched_gt, mask_picks)]  # per image (P,)
         mask_logits = self.mask_head(self.mask_roi_align(features, positive_rois))  # (P, C, M, M)
-        # Targets are cut from the masks resized with the image (torchvision's transform, matterport's resize_mask)
         goal_masks = torch.cat([
-            self.frame.mask_targets(self.preprocessor.resize_masks(masks, window_size(batch.windows[i])), rois, matched,
-                                    batch.windows[i], batch.padded_size, self.mask_size)
-            for i, (masks, rois, matched) in enumerate(zip(gt_masks, positive_rois, positive_matches))
+            self.mask_goal(masks, boxes, rois, matched, batch, i)
+            for i, (masks, boxes, rois, matched) in enumerate(zip(gt_masks, boxes_in_batch, positive_rois, positive_matches))
         ]).to(mask_logits.device)  # (P, M, M)
 
         losses = {
@@ -168,6 +169,18 @@ class MaskRCNN(nn.Module):
             "mrcnn_mask": training.mrcnn_mask_loss(mask_logits, positive_labels, goal_masks),
         }
         return {name: value * self.loss_weights[name] for name, value in losses.items()}
+
+    def mask_goal(self, masks: Tensor, boxes: Tensor, rois: Tensor, matched: Tensor, batch: ImageBatch, index: int) -> Tensor:
+        """(P, M, M) mask targets of one image's positive ROIs. masks: (G, H, W) of the original image, or (G, m, m)
+        mini-masks; boxes: (G, 4) ground truth and rois: (P, 4) in the model's frame; matched: (P,)."""
+        window = batch.windows[index]
+        if self.mini_mask_shape is None:  # cut from the masks resized with the image (torchvision's transform, matterport's resize_mask)
+            resized = self.preprocessor.resize_masks(masks, window_size(window))
+            return self.frame.mask_targets(resized, rois, matched, window, batch.padded_size, self.mask_size)
+        if tuple(masks.shape[-2:]) != self.mini_mask_shape or tuple(masks.shape[-2:]) == tuple(batch.original_sizes[index]):
+            # matterport minimises the masks of the resized image (load_image_gt)
+            masks = self.frame.minimize_masks(self.preprocessor.resize_masks(masks, window_size(window)), boxes, window, self.mini_mask_shape)
+        return self.frame.mini_mask_targets(masks, boxes, rois, matched, self.mask_size)
 
     def check_targets(self, targets: list[dict], inputs: list[Tensor]):
         if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs):
@@ -184,8 +197,10 @@ class MaskRCNN(nn.Module):
                 raise ValueError(f"target {i}: {len(b)} boxes, {len(l)} labels and {m.shape[0]} masks must agree")
             if len(l) and (l.min() < 1 or l.max() >= self.config.num_classes):
                 raise ValueError(f"target {i}: labels must lie in 1..{self.config.num_classes - 1}, got {l.tolist()}")
-            if len(b) and not self.config.use_mini_mask and tuple(m.shape[-2:]) != tuple(image.shape[-2:]):
-                raise ValueError(f"target {i}: masks are {tuple(m.shape[-2:])} but the image is {tuple(image.shape[-2:])}")
+            sizes = {tuple(image.shape[-2:])} | ({self.mini_mask_shape} if self.mini_mask_shape else set())
+            if len(b) and tuple(m.shape[-2:]) not in sizes:
+                raise ValueError(f"target {i}: masks are {tuple(m.shape[-2:])} but the image is {tuple(image.shape[-2:])}"
+                                 + (f" (and mini-masks {self.mini_mask_shape})" if self.mini_mask_shape else ""))
             if len(b) and bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
                 raise ValueError(f"target {i}: every box needs x2 > x1 and y2 > y1, got {b.tolist()}")
             crowd = torch.as_tensor(target.get("crowd_boxes", b.new_zeros((0, 4)))).to(device=self.device, dtype=self.dtype)

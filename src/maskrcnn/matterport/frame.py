@@ -154,6 +154,42 @@ class MatterportFrame(PixelFrame):
         cut = crop_and_resize(padded, to_normalized(rois, padded_size), matched_gt, mask_size)  # (P, 1, M, M)
         return torch.round(cut[:, 0])
 
+    def minimize_masks(self, masks: Tensor, boxes: Tensor, window, mini_shape: tuple[int, int]) -> Tensor:
+        """matterport's `minimize_mask` (`load_image_gt` with USE_MINI_MASK): each mask of the resized image cut
+        to its box and resized to mini_shape with skimage's resize (bilinear), then rounded half to even.
+
+        masks: (G, h, w) bool of the resized image (the window of the padded batch); boxes: (G, 4) in this
+        frame of the padded batch. Returns (G, *mini_shape) float in {0, 1}.
+        """
+        top, left = window[0], window[1]
+        shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
+        pixels = frame_to_pixels(boxes) - shift  # (G, 4) x1 y1 x2 y2, far corner one past, in the resized image
+        height, width = masks.shape[-2:]
+        mini = torch.zeros((len(masks), *mini_shape), dtype=torch.float64, device=masks.device)
+        for i, (x1, y1, x2, y2) in enumerate(pixels.tolist()):
+            x1, y1 = max(int(x1 // 1), 0), max(int(y1 // 1), 0)
+            x2, y2 = min(-int(-x2 // 1), width), min(-int(-y2 // 1), height)
+            if x2 <= x1 or y2 <= y1:
+                raise ValueError(f"ground-truth box {i} {boxes[i].tolist()} covers no pixel of its {height}x{width} mask")
+            mini[i] = torch.round(resize_like_skimage(masks[i, y1:y2, x1:x2].to(torch.float64), tuple(mini_shape)))
+        return mini
+
+    def mini_mask_targets(self, mini_masks: Tensor, gt_boxes: Tensor, rois: Tensor, matched_gt: Tensor, mask_size: int) -> Tensor:
+        """matterport's `detection_targets_graph` with USE_MINI_MASK: each ROI taken into its ground-truth box's
+        normalised frame ((y1 - gy1) / (gy2 - gy1), ...; the (H - 1) scale cancels), the mini-mask cropped there
+        with crop_and_resize and rounded half to even.
+
+        mini_masks: (G, m, m); gt_boxes: (G, 4) and rois: (P, 4) in this frame; matched_gt: (P,). Returns (P, M, M).
+        """
+        if len(rois) == 0:
+            return rois.new_zeros((0, mask_size, mask_size))
+        gt = gt_boxes[matched_gt]  # (P, 4) x1 y1 x2 y2
+        gt_h, gt_w = gt[:, 3] - gt[:, 1], gt[:, 2] - gt[:, 0]
+        boxes = torch.stack(((rois[:, 1] - gt[:, 1]) / gt_h, (rois[:, 0] - gt[:, 0]) / gt_w,
+                             (rois[:, 3] - gt[:, 1]) / gt_h, (rois[:, 2] - gt[:, 0]) / gt_w), dim=1)  # (P, 4) y1 x1 y2 x2
+        cut = crop_and_resize(mini_masks[:, None].to(rois.dtype), boxes, matched_gt, mask_size)  # (P, 1, M, M)
+        return torch.round(cut[:, 0])
+
     def to_detections(self, boxes: Tensor, labels: Tensor, scores: Tensor, mask_probs: Tensor, window,
                       padded_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float) -> Detections:
         """matterport's `unmold_detections`: whole-pixel boxes, empty ones dropped, masks resized with skimage."""
