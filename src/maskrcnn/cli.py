@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = command("train", "Train Mask R-CNN on a data set; checkpoints, validation AP logged, resumable.")
     train.add_argument("--data", required=True, help=DATA_HELP)
-    train.add_argument("--val-data", help="validation data set, same forms as --data (default: hold out --val-fraction of --data)")
+    train.add_argument("--val-data", "--val", help="validation data set, same forms as --data (default: hold out --val-fraction of --data)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="share of --data held out for validation when there is no --val-data; 0 turns validation off (default: 0.1)")
     train.add_argument("--config", help="config file (YAML or JSON); default: the --preset with the data set's classes")
     train.add_argument("--preset", choices=["torchvision", "torchvision_v2", "matterport", "demo"], default=None, help="start from a preset instead of a config file (default: torchvision)")
@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-skip-fraction", type=float, default=None, help=SKIP_HELP)
     train.add_argument("--max-unreadable-fraction", type=float, default=0.05, help="largest share of the images that may be unreadable (skipped with a warning) before training stops with their list (default: 0.05)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--eval-every", type=int, default=None, metavar="STEPS", help="validate every this many steps (default: after each epoch): the five losses and COCO box and mask AP, logged as val_* in train_log.jsonl")
+    train.add_argument("--best-metric", default="segm_AP", help="validation metric that chooses best.pt: segm_AP, bbox_AP, segm_AP50, ..., or a loss (loss, mrcnn_mask, ...; lower is better) (default: segm_AP)")
+    train.add_argument("--patience", type=int, default=None, metavar="N", help="stop when --best-metric has not improved for N evaluations (default: never)")
+    train.add_argument("--keep", type=int, default=3, metavar="N", help="keep the newest N epoch checkpoints (default: 3)")
+    train.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files in --out (written when the tensorboard package is installed: pip install 'maskrcnn[tensorboard]')")
     # Distributed training: run under torchrun (README "Training on several GPUs or machines"); distributed.py.
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm), for configs that train batch norm")
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
@@ -108,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
     evaluate.add_argument("--out", default="metrics.json", help="write the metrics as JSON here (default: metrics.json)")
     evaluate.add_argument("--results", help="also write the COCO results JSON (detections) here")
+    evaluate.add_argument("--report", metavar="DIR", help="also write DIR/report.html (one page: AP tables, per-class AP, precision/recall/F1, confusion matrix, precision-recall curves, the images with the most errors) and DIR/report.json")
+    evaluate.add_argument("--score-threshold", type=float, default=0.0, help="detections counted, for the AP and the report (default: 0, every detection up to 100 an image, the COCO standard)")
+    evaluate.add_argument("--iou", type=float, default=0.5, help="IoU (of masks) at which the report's precision, recall, F1 and confusion matrix count a detection as its object's (default: 0.5)")
     evaluate.add_argument("--max-skip-fraction", type=float, default=None, help=SKIP_HELP)
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -214,7 +222,8 @@ def cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed, workers=args.workers,
         progress=not args.no_progress, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout, amp=args.amp,
         max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction,
-        augment=not args.no_augment)
+        augment=not args.no_augment, eval_every=args.eval_every, best_metric=args.best_metric, patience=args.patience,
+        keep=args.keep, tensorboard=not args.no_tensorboard)
     train(args.data, args.out, options, report=lambda line: print(line, flush=True))
     return 0
 
@@ -223,7 +232,8 @@ def cmd_evaluate(args) -> int:
     from .runs import evaluate
 
     evaluate(args.weights, args.data, out=args.out, results=args.results, progress=not args.no_progress,
-             max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx)
+             max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx, report_dir=args.report,
+             score_threshold=args.score_threshold, iou_threshold=args.iou)
     return 0
 
 

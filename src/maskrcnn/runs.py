@@ -86,6 +86,11 @@ class TrainOptions:
     amp: bool = False
     max_skip_fraction: float | None = None  # annotations a data set may skip (None: the reader's default)
     max_unreadable_fraction: float = 0.05  # images that may fail to load
+    eval_every: int | None = None  # validate every this many steps (None: after each epoch)
+    best_metric: str = "segm_AP"  # the validation metric best.pt is chosen by (validation.METRICS)
+    patience: int | None = None  # stop when best_metric has not improved for this many evaluations
+    keep: int = 3  # epoch checkpoints kept (the newest)
+    tensorboard: bool = True  # TensorBoard event files in the run folder, when the tensorboard package is there
     augment: bool = True  # horizontal flips and, where the config resizes, a shorter side drawn per image
 
 
@@ -126,7 +131,11 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
            f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}; augmentation: {augmentation}")
     trainer = Trainer(model, train_set, out_dir=out, val_dataset=val_set, seed=o.seed, num_workers=o.workers, transform=transform,
                       progress=o.progress, distributed=context, amp=o.amp, checkpoint_every=o.checkpoint_every,
-                      max_unreadable_fraction=o.max_unreadable_fraction, report=report)
+                      max_unreadable_fraction=o.max_unreadable_fraction, report=report, eval_every=o.eval_every,
+                      best_metric=o.best_metric, patience=o.patience, keep_checkpoints=o.keep,
+                      tensorboard=o.tensorboard)
+    if trainer.tensorboard is not None and trainer.tensorboard.enabled:
+        report(f"watch it with: {trainer.tensorboard.command}")
     resumed = o.resume and trainer.resume()
     if resumed:
         report(f"resumed from {trainer.checkpoints.latest()} (epoch {trainer.state.epoch}, step {trainer.state.step})")
@@ -176,18 +185,33 @@ def _initial_weights(model, options: TrainOptions, report, load_weights) -> None
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(weights: str | None, data: str, *, out, results=None, progress: bool = True,
-             max_skip_fraction: float | None = None, report=print, backend: str = "torch", onnx=None) -> dict:
+             max_skip_fraction: float | None = None, report=print, backend: str = "torch", onnx=None,
+             report_dir=None, score_threshold: float = 0.0, iou_threshold: float = 0.5) -> dict:
     """COCO metrics of the model `weights` (or the `onnx` file, run by `backend`: load_predictor) on the data set
-    spec `data`; printed as a table and written to `out`."""
+    spec `data`; printed as a table and written to `out`. score_threshold: detections counted (0: every one, up
+    to detection_max_instances an image, the COCO standard); report_dir: also write report.html and
+    report.json there (report.py), with precision, recall, F1 and confusion at score_threshold and iou_threshold."""
     from .data import load_dataset_spec
     from .evaluation import evaluate_coco, format_table
 
     model = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     extra = {} if max_skip_fraction is None else {"max_skip_fraction": max_skip_fraction}
     dataset = load_dataset_spec(data, allow_empty=True, **extra)
-    summary = evaluate_coco(model, dataset, out=out, results=results, progress=progress)
+    if report_dir is None:
+        summary = evaluate_coco(model, dataset, out=out, results=results, progress=progress, score_threshold=score_threshold)
+    else:
+        from .evaluation import nan_to_none
+        from .files import atomic_write_json
+        from .report import write_report
+
+        written = write_report(model, dataset, report_dir, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                               progress=progress)
+        summary = written.summary
+        atomic_write_json(out, nan_to_none(summary), indent=2)
+        if results is not None:
+            written.evaluator.write_results(results)
     report(format_table(summary))
-    report(f"wrote {out}" + (f" and {results}" if results else ""))
+    report(f"wrote {out}" + (f" and {results}" if results else "") + (f"; report {report_dir}/report.html" if report_dir else ""))
     return summary
 
 
