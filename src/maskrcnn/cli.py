@@ -103,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     # Distributed training: run under torchrun (README "Training on several GPUs or machines"); distributed.py.
     train.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm), for configs that train batch norm")
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
+    train.add_argument("--crop", type=int, default=None, metavar="SIZE", help="train on random SIZE x SIZE crops holding objects "
+                       "(a share empty, as negatives), for images larger than the tiles they will be predicted in")
     train.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + gradient scaling on CUDA, bfloat16 autocast on a CPU with AMX; off by default, refused on other CPUs")
     train.add_argument("--no-augment", action="store_true", help="no augmentation: by default training flips images left-right (p 0.5) and, for configs that resize, draws each image's shorter side from image_min_dim_choices (0.8 to 1 x image_min_dim)")
 
@@ -128,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     predict.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--tile", type=int, default=None, metavar="SIZE", help="predict large images in SIZE x SIZE tiles, merged so that "
+                         "each object appears once; masks are kept per object box, and the image size guard is lifted")
+    predict.add_argument("--overlap", type=int, default=128, metavar="PX", help="with --tile: overlap of neighbouring tiles; at least the "
+                         "largest object's size lets each object be taken whole from one tile (default: 128)")
+    predict.add_argument("--batch-size", type=int, default=1, metavar="N", help="with --tile: tiles predicted together (default: 1)")
+    predict.add_argument("--max-detections", type=int, default=None, metavar="N", help="keep at most N detections per image, by score "
+                         "(default: all the model gives; with --tile, no cap over the whole image)")
 
     validate = command("validate", "Check a data set without training and list every problem found.")
     validate.add_argument("--data", required=True, help=DATA_HELP)
@@ -221,7 +230,7 @@ def cmd_train(args) -> int:
         epochs=args.epochs, max_steps=args.max_steps, time_budget=args.time_budget,
         checkpoint_every=args.checkpoint_every, resume=args.resume, seed=args.seed, workers=args.workers,
         progress=not args.no_progress, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout, amp=args.amp,
-        max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction,
+        max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction, crop=args.crop,
         augment=not args.no_augment, eval_every=args.eval_every, best_metric=args.best_metric, patience=args.patience,
         keep=args.keep, tensorboard=not args.no_tensorboard)
     train(args.data, args.out, options, report=lambda line: print(line, flush=True))
@@ -241,7 +250,8 @@ def cmd_predict(args) -> int:
     from .runs import predict
 
     unreadable = predict(args.inputs, weights=args.weights, backend=args.backend, onnx=args.onnx, out=args.out,
-                         score_threshold=args.score_threshold, progress=not args.no_progress)
+                         score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
+                         overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections)
     if unreadable:
         print(f"{len(unreadable)} image(s) could not be read: {', '.join(map(str, unreadable))}", file=sys.stderr)
         return 1

@@ -92,6 +92,7 @@ class TrainOptions:
     keep: int = 3  # epoch checkpoints kept (the newest)
     tensorboard: bool = True  # TensorBoard event files in the run folder, when the tensorboard package is there
     augment: bool = True  # horizontal flips and, where the config resizes, a shorter side drawn per image
+    crop: int | None = None  # train on random crops of this size around objects (data/crops.py), for large images
 
 
 def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=print):
@@ -126,6 +127,12 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
         train_set, val_set = data_module.holdout_split(dataset, o.val_fraction)
     config = training_config(dataset, config_file=o.config_file, preset=o.preset, overrides=o.overrides)
     config, transform, augmentation = training_augmentation(config, o.augment)
+    if o.crop:
+        from .data import Compose
+        from .data.crops import RandomCrop
+
+        transform = Compose([RandomCrop(o.crop)] + ([transform] if transform is not None else []))
+        augmentation = f"random {o.crop} px crops around objects, then {augmentation}"
     model = prepare_model(MaskRCNN(config, class_names=dataset.class_names), context, sync_bn=o.sync_bn)
     report(f"training on {len(train_set)} images, validating on {len(val_set) if val_set is not None else 0}; "
            f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}; augmentation: {augmentation}")
@@ -243,17 +250,29 @@ def load_predictor(weights=None, *, backend: str = "torch", onnx=None, report=pr
 
 
 def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,
-            progress: bool = True, report=print) -> list[Path]:
+            progress: bool = True, report=print, tile: int | None = None, overlap: int = 128, batch_size: int = 1,
+            max_detections: int | None = None) -> list[Path]:
     """Run a model (`load_predictor`) on image files and folders; write into `out` a picture per image
     (images/NAME.png), results.json (COCO results) and images.json (their images and categories).
-    Returns the images that could not be read (each also warned about)."""
+    Returns the images that could not be read (each also warned about).
+
+    tile: predict each image in tile x tile windows `overlap` px apart, `batch_size` tiles at a time, merged
+    (tiling.py); the image is read a window at a time and `read_image`'s size guard does not apply.
+    max_detections: keep at most this many detections per image, by score (None: all)."""
     from .data import read_image
     from .evaluation import coco_results
     from .files import atomic_write_json
+    from .compact_pictures import draw_compact
+    from .large_images import open_image
+    from .tiling import check_tiling, predict_tiled
     from .visualize import draw_instances, save_image
 
     if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+    if tile is not None:
+        check_tiling(tile, overlap, batch_size)
+    if max_detections is not None and max_detections < 0:
+        raise ConfigError(f"--max-detections must be 0 or more, got {max_detections}")
     paths = images_in(inputs)
     predictor = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     class_names = list(predictor.class_names)
@@ -263,14 +282,22 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     shown = score_threshold if score_threshold is not None else PICTURE_SCORE_THRESHOLD
     for image_id, path in enumerate(tqdm(paths, desc="predict", disable=not progress, dynamic_ncols=True), start=1):
         try:
-            image = read_image(path)
+            image = read_image(path) if tile is None else open_image(path)
         except DataError as error:
             warnings.warn(f"skipping {error}", stacklevel=2)
             unreadable.append(path)
             continue
-        found = predictor.predict([image], score_threshold=score_threshold)[0]
         picture = _unique_name(path.stem, used_names)
-        save_image(draw_instances(image, found, class_names, score_threshold=shown), out / "images" / f"{picture}.png")
+        if tile is None:
+            found = predictor.predict([image], score_threshold=score_threshold)[0][:max_detections]
+            drawn = draw_instances(image, found, class_names, score_threshold=shown)
+        else:
+            found = predict_tiled(lambda tiles: predictor.predict(tiles, score_threshold=score_threshold), image,
+                                  tile=tile, overlap=overlap, batch_size=batch_size, max_detections=max_detections,
+                                  progress=progress)
+            image = image.read(0, 0, image.height, image.width)
+            drawn = draw_compact(image, found, class_names, score_threshold=shown)
+        save_image(drawn, out / "images" / f"{picture}.png")
         images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
                        "width": int(image.shape[1]), "picture": f"images/{picture}.png"})
         results += coco_results(found, image_id)
