@@ -91,3 +91,16 @@ def test_same_generator_seed_same_sample():
     a = sample_labels(labels, 64, 0.5, torch.Generator().manual_seed(5))
     b = sample_labels(labels, 64, 0.5, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_a_best_anchor_keeps_its_own_best_ground_truth():
+    """torchvision's `set_low_quality_matches_` and matterport's `build_rpn_targets` both regress such an anchor
+    onto the ground truth it overlaps most, not onto the one whose best it is."""
+    iou = torch.tensor([
+        [0.90, 0.625, 0.0],
+        [0.30, 0.533, 0.0],
+    ])
+    labels, matched = label_anchors(iou, 0.7, 0.3, allow_low_quality=True)
+    # a1 is gt1's best (0.533), so positive; its own best is gt0 (0.625)
+    assert labels.tolist() == [P, P, N]
+    assert matched[:2].tolist() == [0, 0]
