@@ -315,6 +315,7 @@ class CheckpointManager:
             raise ValueError(f"CheckpointManager keep must be None or an int >= 1, got {keep!r}")
         self.directory = Path(directory)
         self.keep = keep
+        self.extra: dict = {}  # plain values written into every checkpoint besides the state (runs.train: categories)
 
     @property
     def pointer_path(self) -> Path:
@@ -336,7 +337,7 @@ class CheckpointManager:
             raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(epoch, step)
-        atomic_save(state, path)
+        atomic_save({**self.extra, **state}, path)
         pointer = {
             "path": path.name,  # relative, so the folder can be moved or copied elsewhere
             "epoch": epoch,

@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds a process waits for a missing one before all stop (default: 600)")
     train.add_argument("--crop", type=int, default=None, metavar="SIZE", help="train on random SIZE x SIZE crops holding objects "
                        "(a share empty, as negatives), for images larger than the tiles they will be predicted in")
+    train.add_argument("--keep-classes", action="store_true", help="with --weights whose classes include the data set's (e.g. "
+                       "torchvision-coco for cats and dogs): keep those classes' rows of the class, box and mask outputs, "
+                       "matched by name (or category id), instead of starting them fresh")
     train.add_argument("--amp", action="store_true", help="mixed precision: float16 autocast + gradient scaling on CUDA, bfloat16 autocast on a CPU with AMX; off by default, refused on other CPUs")
     train.add_argument("--no-augment", action="store_true", help="no augmentation: by default training flips images left-right (p 0.5) and, for configs that resize, draws each image's shorter side from image_min_dim_choices (0.8 to 1 x image_min_dim)")
 
@@ -137,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=1, metavar="N", help="with --tile: tiles predicted together (default: 1)")
     predict.add_argument("--max-detections", type=int, default=None, metavar="N", help="keep at most N detections per image, by score "
                          "(default: all the model gives; with --tile, no cap over the whole image)")
+    predict.add_argument("--format", choices=("coco", "labelme", "cvat", "yolo"), default=None, help="also write the detections "
+                         "as that tool's files in OUT/FORMAT (masks traced as polygons; needs scikit-image), to correct "
+                         "them there and train on the result")
 
     validate = command("validate", "Check a data set without training and list every problem found.")
     validate.add_argument("--data", required=True, help=DATA_HELP)
@@ -232,7 +238,7 @@ def cmd_train(args) -> int:
         progress=not args.no_progress, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout, amp=args.amp,
         max_skip_fraction=args.max_skip_fraction, max_unreadable_fraction=args.max_unreadable_fraction, crop=args.crop,
         augment=not args.no_augment, eval_every=args.eval_every, best_metric=args.best_metric, patience=args.patience,
-        keep=args.keep, tensorboard=not args.no_tensorboard)
+        keep=args.keep, tensorboard=not args.no_tensorboard, keep_classes=args.keep_classes)
     train(args.data, args.out, options, report=lambda line: print(line, flush=True))
     return 0
 
@@ -251,7 +257,8 @@ def cmd_predict(args) -> int:
 
     unreadable = predict(args.inputs, weights=args.weights, backend=args.backend, onnx=args.onnx, out=args.out,
                          score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
-                         overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections)
+                         overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections,
+                         label_format=args.format)
     if unreadable:
         print(f"{len(unreadable)} image(s) could not be read: {', '.join(map(str, unreadable))}", file=sys.stderr)
         return 1

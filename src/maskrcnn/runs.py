@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import categories
 from .config import Config
 from .errors import ConfigError, DataError
 
@@ -93,6 +94,7 @@ class TrainOptions:
     tensorboard: bool = True  # TensorBoard event files in the run folder, when the tensorboard package is there
     augment: bool = True  # horizontal flips and, where the config resizes, a shorter side drawn per image
     crop: int | None = None  # train on random crops of this size around objects (data/crops.py), for large images
+    keep_classes: bool = False  # with weights: copy the class rows of the heads for the classes they share (by name or id)
 
 
 def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=print):
@@ -133,7 +135,9 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
 
         transform = Compose([RandomCrop(o.crop)] + ([transform] if transform is not None else []))
         augmentation = f"random {o.crop} px crops around objects, then {augmentation}"
-    model = prepare_model(MaskRCNN(config, class_names=dataset.class_names), context, sync_bn=o.sync_bn)
+    model = MaskRCNN(config, class_names=dataset.class_names)
+    categories.attach(model, categories.of_dataset(dataset))  # saved with the model: predict writes these ids
+    model = prepare_model(model, context, sync_bn=o.sync_bn)
     report(f"training on {len(train_set)} images, validating on {len(val_set) if val_set is not None else 0}; "
            f"{dataset.num_classes - 1} classes: {', '.join(dataset.class_names[1:])}; augmentation: {augmentation}")
     trainer = Trainer(model, train_set, out_dir=out, val_dataset=val_set, seed=o.seed, num_workers=o.workers, transform=transform,
@@ -141,6 +145,7 @@ def train(data: str, out, options: TrainOptions = TrainOptions(), *, report=prin
                       max_unreadable_fraction=o.max_unreadable_fraction, report=report, eval_every=o.eval_every,
                       best_metric=o.best_metric, patience=o.patience, keep_checkpoints=o.keep,
                       tensorboard=o.tensorboard)
+    trainer.checkpoints.extra["categories"] = categories.to_plain(model)  # checkpoints load with their ids too
     if trainer.tensorboard is not None and trainer.tensorboard.enabled:
         report(f"watch it with: {trainer.tensorboard.command}")
     resumed = o.resume and trainer.resume()
@@ -184,7 +189,16 @@ def _initial_weights(model, options: TrainOptions, report, load_weights) -> None
     if options.weights:
         from .finetune import load_matching_weights
 
-        skipped = load_matching_weights(model, load_weights(options.weights))
+        source = load_weights(options.weights)
+        skipped = load_matching_weights(model, source)
+        if options.keep_classes:
+            from .keep_classes import keep_class_rows
+
+            pairs = keep_class_rows(model, source)
+            kept = [f"{model.class_names[new]} (was {source.class_names[old]})" for new, old in pairs.items() if new > 0]
+            fresh = [name for label, name in enumerate(model.class_names) if label > 0 and label not in pairs]
+            report(f"--keep-classes: class rows kept for {', '.join(kept) or 'no class'}"
+                   + (f"; fresh for {', '.join(fresh)}" if fresh else ""))
         if skipped:
             report(f"freshly initialised ({len(skipped)} tensors whose shape differs from {options.weights}): "
                    + ", ".join(skipped))
@@ -204,6 +218,7 @@ def evaluate(weights: str | None, data: str, *, out, results=None, progress: boo
     model = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     extra = {} if max_skip_fraction is None else {"max_skip_fraction": max_skip_fraction}
     dataset = load_dataset_spec(data, allow_empty=True, **extra)
+    model = categories.for_dataset(model, dataset, report=report)  # e.g. torchvision's 91 COCO slots, by category id
     if report_dir is None:
         summary = evaluate_coco(model, dataset, out=out, results=results, progress=progress, score_threshold=score_threshold)
     else:
@@ -251,14 +266,17 @@ def load_predictor(weights=None, *, backend: str = "torch", onnx=None, report=pr
 
 def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,
             progress: bool = True, report=print, tile: int | None = None, overlap: int = 128, batch_size: int = 1,
-            max_detections: int | None = None) -> list[Path]:
+            max_detections: int | None = None, label_format: str | None = None) -> list[Path]:
     """Run a model (`load_predictor`) on image files and folders; write into `out` a picture per image
-    (images/NAME.png), results.json (COCO results) and images.json (their images and categories).
+    (images/NAME.png), results.json (COCO results with the model's category ids: its data set's own, categories.py)
+    and images.json (their images and categories).
     Returns the images that could not be read (each also warned about).
 
     tile: predict each image in tile x tile windows `overlap` px apart, `batch_size` tiles at a time, merged
     (tiling.py); the image is read a window at a time and `read_image`'s size guard does not apply.
-    max_detections: keep at most this many detections per image, by score (None: all)."""
+    max_detections: keep at most this many detections per image, by score (None: all).
+    label_format: also write the detections as "coco", "labelme", "cvat" or "yolo" files into out/FORMAT/
+    (formats.py), masks traced as polygons, for correcting in that tool."""
     from .data import read_image
     from .evaluation import coco_results
     from .files import atomic_write_json
@@ -276,7 +294,13 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     paths = images_in(inputs)
     predictor = load_predictor(weights, backend=backend, onnx=onnx, report=report)
     class_names = list(predictor.class_names)
+    category_ids = categories.id_of_label(predictor)  # results.json keeps the data set's own category ids
     out = Path(out)
+    writer = None
+    if label_format is not None:
+        from .formats import make_writer
+
+        writer = make_writer(label_format, out / label_format, predictor)  # the detections as a labelling tool's files
     (out / "images").mkdir(parents=True, exist_ok=True)
     results, images, used_names, unreadable = [], [], set(), []
     shown = score_threshold if score_threshold is not None else PICTURE_SCORE_THRESHOLD
@@ -300,10 +324,14 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
         save_image(drawn, out / "images" / f"{picture}.png")
         images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
                        "width": int(image.shape[1]), "picture": f"images/{picture}.png"})
-        results += coco_results(found, image_id)
-    categories = [{"id": i, "name": name} for i, name in enumerate(class_names) if i > 0]
+        results += coco_results(found, image_id, category_ids.__getitem__)
+        if writer is not None:
+            writer.add(path, picture, image.shape[:2], found)
+    if writer is not None:
+        report(f"wrote {label_format} files to {writer.close()}")
+    categories_written = [{"id": c.id, "name": c.name} for c in categories.of_model(predictor)]
     atomic_write_json(out / "results.json", results)
-    atomic_write_json(out / "images.json", {"images": images, "categories": categories}, indent=1)
+    atomic_write_json(out / "images.json", {"images": images, "categories": categories_written}, indent=1)
     report(f"wrote {len(results)} detections on {len(images)} images to {out / 'results.json'}, pictures to {out / 'images'}")
     return unreadable
 

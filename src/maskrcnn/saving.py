@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import categories
 from .checkpoint import atomic_save, load_file
 from .config import Config
 from .errors import CheckpointError, ConfigError
@@ -27,6 +28,8 @@ def save(model: MaskRCNN, path) -> Path:
         "class_names": list(model.class_names),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if categories.has_categories(model):  # the data set's own ids and names (categories.py)
+        state["categories"] = categories.to_plain(model)
     atomic_save(state, path)
     return path
 
@@ -52,6 +55,8 @@ def load(path, *, map_location="cpu") -> MaskRCNN:
             f"unexpected {unexpected[:10]}, wrong shapes {misshapen[:10]}"
         )
     model.load_state_dict(weights)
+    if data.get("categories") is not None:  # files written before categories were kept have none
+        categories.attach(model, data["categories"])
     return model.eval()
 
 
@@ -61,7 +66,7 @@ def load_weights(spec) -> MaskRCNN:
     from . import interop
 
     if str(spec) == "torchvision-coco":
-        return interop.from_torchvision("torchvision-coco")
+        return with_coco_categories(interop.from_torchvision("torchvision-coco"))
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"weights file {spec} does not exist")
@@ -76,3 +81,11 @@ def load_weights(spec) -> MaskRCNN:
         return interop.from_torchvision(data)
     raise CheckpointError(f"{spec}: not a maskrcnn model, a matterport .h5 or a torchvision Mask R-CNN state dict "
                           f"(it holds {len(data)} entries, e.g. {', '.join(list(map(str, data))[:3])})")
+
+
+def with_coco_categories(model: MaskRCNN) -> MaskRCNN:
+    """torchvision's COCO weights with their 91-slot layout named: class k is COCO category k (categories.py)."""
+    coco = categories.torchvision_coco_categories()
+    model.class_names = ["BG"] + [c.name for c in coco]
+    categories.attach(model, coco)
+    return model
