@@ -8,8 +8,9 @@ What it does:
   - the model: --weights (anything `maskrcnn serve --weights` takes) or the demo preset with random weights (seed 0);
   - starts the server (maskrcnn.serve.BackgroundServer: uvicorn in a thread) on a free loopback port with
     --workers model workers, the cores divided among them;
-  - sequential baseline: `model.predict` on each of the --requests images (PNG-decoded, as the server sees them)
-    one after another, with the workers' thread count, after one warm-up call;
+  - sequential baseline, before each row: `model.predict` on each of the --requests images (decoded as the server
+    decodes them) one after another, in one of the server's worker threads (a thread's torch settings change the
+    speed: on a busy 2-core machine the main thread's 2 OpenMP threads ran 3x slower than a worker's);
   - for each C in --clients: --requests POSTs of those images from C client threads (http.client, one connection a
     request), stopping early after --time-limit seconds; throughput = answered requests / wall time, latency
     percentiles over the answered ones, errors = non-200 answers and failed connections;
@@ -146,22 +147,27 @@ def main() -> int:
           f"{threads} thread(s); images {args.size[0]}x{args.size[1]}; {args.requests} requests per row")
 
     arrays = [decode_image(data, max_pixels=None) for data in images]  # as the server decodes them
-    model.predict([arrays[0]])  # warm-up
-    start = time.perf_counter()
-    for array in arrays:
-        model.predict([array])
-    sequential = len(arrays) / (time.perf_counter() - start)
 
+    def sequential() -> float:
+        """Requests per second of model.predict one image after another, in a worker thread as the server runs it."""
+        start = time.perf_counter()
+        for array in arrays:
+            model.predict([array])
+        return len(arrays) / (time.perf_counter() - start)
+
+    pool.submit(model.predict, [arrays[0]]).result()  # warm-up
     rows = []
     with BackgroundServer(create_app(model, pool)) as server:
         post(server.port, images[0])  # warm-up through the server
         for clients in [int(c) for c in args.clients.split(",")]:
-            rows.append((clients, load(server.port, images, clients, args.time_limit)))
+            # the baseline right before each row, so that a change in the machine's load shows in both
+            baseline = pool.submit(sequential).result()
+            rows.append((clients, baseline, load(server.port, images, clients, args.time_limit)))
     pool.close()
-    print("| clients | answered | errors | req/s | sequential predict req/s | p50 s | p95 s | p99 s |")
+    print("| clients | answered | errors | server req/s | sequential predict req/s | p50 s | p95 s | p99 s |")
     print("|---|---|---|---|---|---|---|---|")
-    for clients, r in rows:
-        print(f"| {clients} | {r['answered']} | {r['errors']} | {r['throughput']:.2f} | {sequential:.2f} | "
+    for clients, baseline, r in rows:
+        print(f"| {clients} | {r['answered']} | {r['errors']} | {r['throughput']:.2f} | {baseline:.2f} | "
               f"{r['p50']:.3f} | {r['p95']:.3f} | {r['p99']:.3f} |")
 
     encoding_cost(args, threads)

@@ -277,10 +277,10 @@ def test_24_concurrent_clients_all_answered_by_two_workers(model):
         with ThreadPoolExecutor(24) as clients:
             answers = list(clients.map(lambda image: post_image(server.url, png_bytes(Image.fromarray(image))), images))
     pool.close()
+    torch.set_num_threads(THREADS)
     assert [status for status, _ in answers] == [200] * 24
     assert counting.calls == 24
     assert counting.most <= 2  # never more predictions at once than workers
-    torch.set_num_threads(THREADS)
     for image, (_, answer) in zip(images, answers):  # each client got the answer for its own image
         expected = model.predict([image])[0]
         assert answer["height"] == image.shape[0]
@@ -304,6 +304,7 @@ def test_full_queue_is_refused_with_503_and_then_served(model):
         assert first.result(timeout=60)[0] == 200
         assert post_image(server.url, data)[0] == 200
     pool.close()
+    torch.set_num_threads(THREADS)
 
 
 def test_client_that_disconnects_does_not_take_the_worker_down(model):
@@ -326,6 +327,7 @@ def test_client_that_disconnects_does_not_take_the_worker_down(model):
         assert status == 200 and answer["width"] == 64
         assert counting.calls == 2  # the abandoned prediction ran to its end in the worker, then this one
     pool.close()
+    torch.set_num_threads(THREADS)
 
 
 # ---------------------------------------------------------------------------------------------- ONNX, command
@@ -345,6 +347,7 @@ def test_onnx_backend_behind_the_same_api(model, image_files, tmp_path):
         assert [d["label"] for d in response.json()["detections"]] == torch_found.labels.tolist()
     refused(client.post("/predict", files={"image": ("x.png", b"nope")}), 415, "not an image")
     pool.close()
+    torch.set_num_threads(THREADS)  # build_app gave the process all cores; the suite runs with its own count
 
 
 def test_serve_command_starts_and_answers(model, tmp_path):

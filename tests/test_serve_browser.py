@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -40,7 +41,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server():
-    pool = WorkerPool(1)
+    pool = WorkerPool(1, threads=torch.get_num_threads())  # the suite's own thread count (tests/conftest.py)
     with BackgroundServer(create_app(decisive_model(), pool)) as running:
         yield running
     pool.close()

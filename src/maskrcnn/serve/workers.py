@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -56,6 +56,10 @@ class WorkerPool:
     def _start_worker(self) -> None:
         torch.set_num_threads(self.threads)
         torch.set_flush_denormal(True)  # per thread; cpu.py says why (random weights make denormals)
+
+    def submit(self, function, *args) -> Future:
+        """`function(*args)` in a worker thread, outside the queue's bound (benchmarks/serve_load.py's baseline)."""
+        return self._executor.submit(function, *args)
 
     async def run(self, function, *args):
         if not self._slots.acquire(blocking=False):
