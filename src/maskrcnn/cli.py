@@ -133,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     predict.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--workers", type=int, default=2, help="threads that decode the next images and write the pictures "
+                         "while the model runs (default: 2; 0: one step after another)")
     predict.add_argument("--tile", type=int, default=None, metavar="SIZE", help="predict large images in SIZE x SIZE tiles, merged so that "
                          "each object appears once; masks are kept per object box, and the image size guard is lifted")
     predict.add_argument("--overlap", type=int, default=128, metavar="PX", help="with --tile: overlap of neighbouring tiles; at least the "
@@ -258,7 +260,7 @@ def cmd_predict(args) -> int:
     unreadable = predict(args.inputs, weights=args.weights, backend=args.backend, onnx=args.onnx, out=args.out,
                          score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
                          overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections,
-                         label_format=args.format)
+                         label_format=args.format, workers=args.workers)
     if unreadable:
         print(f"{len(unreadable)} image(s) could not be read: {', '.join(map(str, unreadable))}", file=sys.stderr)
         return 1
