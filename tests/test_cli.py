@@ -147,7 +147,8 @@ def test_train_evaluate_predict_end_to_end(coco_set, tmp_path):
         loaded = ground.loadRes(str(predictions / "results.json"))
     detections = json.loads((predictions / "results.json").read_text())
     assert len(detections) > 0 and len(loaded.getAnnIds()) == len(detections)
-    assert {d["category_id"] for d in detections} <= {1, 2, 3}
+    assert {d["category_id"] for d in detections} <= {2, 5, 9}  # the training file's own ids, as evaluate writes
+    assert {c["id"] for c in index["categories"]} == {2, 5, 9}
     assert {c["name"] for c in index["categories"]} == {"red", "green", "blue"}
     # The user's files are untouched.
     assert {p.name: p.read_bytes() for p in images_dir.iterdir()} == before
