@@ -271,3 +271,18 @@ def test_keep_classes_matches_by_id_where_names_differ():
     from maskrcnn.keep_classes import class_pairs
 
     assert class_pairs(model, source) == {0: 0, 1: 3, 2: 1}
+
+
+def test_for_dataset_prefers_names_when_ids_agree_only_by_chance():
+    """A model of COCO ids 2, 5, 9 (red, green, blue) on the same data read with ids 1..3 (sorted names)."""
+    model = small_model(["red", "green", "blue"])
+    categories.attach(model, [Category(2, "red"), Category(5, "green"), Category(9, "blue")])
+
+    class Converted:
+        class_info = [{"id": 0, "name": "BG"}, {"id": 1, "name": "blue"}, {"id": 2, "name": "green"},
+                      {"id": 3, "name": "red"}]
+        num_classes, class_names = 4, ["BG", "blue", "green", "red"]
+    lines = []
+    relabeled = categories.for_dataset(model, Converted(), report=lines.append)
+    assert relabeled.lookup.tolist() == [0, 3, 2, 1]  # model red -> data red (3), green -> 2, blue -> 1
+    assert "by category name: 3 of the data set's 3" in lines[0]

@@ -125,15 +125,16 @@ class RelabeledPredictor:
 def for_dataset(predictor, dataset, *, report=print):
     """The predictor as it is when its classes are the data set's (same ids, or no categories and the same
     count: matched by position as before), else a RelabeledPredictor matching categories by id (torchvision's
-    COCO weights on a COCO file), or by name when no id matches. A DataError when nothing matches."""
+    COCO weights on a COCO file), or by name where names pair up more classes. A DataError when nothing matches."""
     model_categories, data_categories = of_model(predictor), of_dataset(dataset)
     same_count = len(model_categories) == len(data_categories)
     if [c.id for c in model_categories] == [c.id for c in data_categories] or (same_count and not has_categories(predictor)):
         return predictor
-    by = "id"
-    mapping = match(data_categories, model_categories, by="id")
-    if not mapping:
-        by, mapping = "name", match(data_categories, model_categories, by="name")
+    by_id = match(data_categories, model_categories, by="id")
+    by_name = match(data_categories, model_categories, by="name")
+    # Ids first (a renamed category keeps its id), unless names pair up more classes: ids that agree by chance
+    # (a model of COCO ids 2, 5, 9 on the same images converted to ids 1..3) must not pair the wrong classes.
+    by, mapping = ("name", by_name) if len(by_name) > len(by_id) else ("id", by_id)
     if not mapping:
         raise DataError(
             f"the model's classes ({', '.join(f'{c.id} {c.name}' for c in model_categories[:10])}"
