@@ -1,43 +1,61 @@
-"""Inference on the CPU: ours against torchvision's maskrcnn_resnet50_fpn, same weights, same images (issue 6).
+"""Inference on the CPU, every backend against torchvision's maskrcnn_resnet50_fpn: same weights, same images.
 
     PYTHONPATH=src python benchmarks/inference.py                        # 800x1066 and 480x640, 5 rounds, 2 threads
     PYTHONPATH=src python benchmarks/inference.py --rounds 9 --sizes 800x1066
-    PYTHONPATH=src python benchmarks/inference.py --no-parity --no-memory   # timing only (the float64 check is slow)
+    PYTHONPATH=src python benchmarks/inference.py --no-parity --memory   # no float64 check; peak memory of torch's two
+
+Backends, one table:
+    torchvision   torchvision's model called as `model([image])` under no_grad (eager)
+    ours          `MaskRCNN.predict([image])`, built from it by `maskrcnn.interop.from_torchvision`
+    onnxruntime   `export.OnnxPredictor` of `export.to_onnx(ours)` (the graph is `find_instances`)
+    openvino f32  `export.OpenVinoPredictor(..., precision="f32")` of the same file
+    openvino bf16 the same with precision="bf16", where the CPU has bfloat16 kernels (else the row is left out)
+Every one returns boxes, labels, scores and masks pasted into the image; each ONNX predictor does our pre- and
+post-processing in Python around its graph.
 
 What it does:
   - builds torchvision's `maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)` with seed 0 (random
-    weights, no download), score threshold 0 so that both models return 100 detections, and ours from it
-    through `maskrcnn.interop.from_torchvision`;
-  - for each image size: one random image (torch.rand, seed 1), one warm-up call of each model, then
-    `--rounds` rounds of torchvision, ours, torchvision, ours, ... (alternating, so that a change in the
-    machine's load hits both alike), each call timed by wall clock and by process CPU time
-    (time.process_time: the CPU seconds of all of this process's threads, which a busy shared machine
-    disturbs much less than the wall clock). torchvision is called as `model([image])` under no_grad;
-    ours as `model.predict([image])`; both return boxes, labels, scores and pasted masks;
-  - peak memory: each model runs the same image in a fresh subprocess (`--memory-child`) that loads the
-    weights from a temporary file the same way for both; it reports its peak resident set size (VmHWM of
-    /proc/self/status; not ru_maxrss, which inherits the parent's size across fork and exec) and the peak
-    minus the resident size just after loading (the memory of inference itself). tracemalloc does not see
-    torch's allocations;
-  - parity: the same two models in float64 on the same images must give the same detections as the
-    parity test requires (tests/test_interop_torchvision.py): same count, equal labels, boxes within 1e-3
-    px, scores within 1e-6, every mask IoU >= 0.99.
+    weights, no download), score threshold 0 so that every backend returns 100 detections, and ours from it;
+  - for each image size: one random image (torch.rand, seed 1), one warm-up call of each backend, then
+    `--rounds` rounds of torchvision, ours, onnxruntime, openvino f32, openvino bf16, torchvision, ... (alternating,
+    so that a change in the machine's load hits all alike), each call timed by wall clock and by process CPU time
+    (time.process_time: the CPU seconds of all of this process's threads, which a busy shared machine disturbs
+    much less than the wall clock). Every backend runs with `--threads` threads (torch.set_num_threads,
+    onnxruntime's intra-op threads, OpenVINO's INFERENCE_NUM_THREADS);
+  - "agrees": each ONNX backend's detections against ours on the timed image, with tests/test_export.py's
+    tolerances (count, labels, boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99); bfloat16 is not
+    expected to agree (it rounds activations to 8 bits of mantissa) and its largest box and score differences
+    are printed;
+  - peak memory (`--memory`): torchvision and ours each run the same image in a fresh subprocess
+    (`--memory-child`) that loads the weights from a temporary file the same way for both; it reports its peak
+    resident set size (VmHWM of /proc/self/status; not ru_maxrss, which inherits the parent's size across fork
+    and exec) and the peak minus the resident size just after loading;
+  - parity (unless `--no-parity`): torchvision and ours in float64 on the same images must give the same
+    detections as tests/test_interop_torchvision.py requires: same count, equal labels, boxes within 1e-3 px,
+    scores within 1e-6, every mask IoU >= 0.99.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
-import torch
-import torchvision
+# Run as a script, this file's folder comes first on sys.path, and benchmarks/onnx.py would shadow the `onnx` package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
-from maskrcnn.cpu import flush_denormals, has_avx512
-from maskrcnn.interop import from_torchvision
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+from maskrcnn.backends import cpu_description, same_detections  # noqa: E402
+from maskrcnn.cpu import flush_denormals  # noqa: E402
+from maskrcnn.interop import from_torchvision  # noqa: E402
 
 DEFAULT_SIZES = ("800x1066", "480x640")
 
@@ -65,18 +83,58 @@ def timed(call) -> tuple[float, float, object]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def compare_speed(reference, ours, size, rounds: int) -> dict:
+def onnx_backends(ours, folder: str, threads: int) -> dict:
+    """The ONNX predictors of `ours` that this machine has (onnxruntime, OpenVINO f32, and bf16 where supported)."""
+    from maskrcnn.export import to_onnx
+
+    found = {}
+    path = to_onnx(ours, Path(folder) / "model.onnx")
+    try:
+        from maskrcnn.export import OnnxPredictor
+
+        found["onnxruntime"] = OnnxPredictor(path, threads=threads)
+    except ImportError as error:
+        print(f"onnxruntime left out: {error}")
+    try:
+        from maskrcnn.export import OpenVinoPredictor
+        from maskrcnn.openvino_backend import cpu_supports_bf16
+
+        found["openvino f32"] = OpenVinoPredictor(path, threads=threads, precision="f32")
+        if cpu_supports_bf16():
+            found["openvino bf16"] = OpenVinoPredictor(path, threads=threads, precision="bf16")
+        else:
+            print("openvino bf16 left out: this CPU has no bfloat16 kernels")
+    except ImportError as error:
+        print(f"openvino left out: {error}")
+    return found
+
+
+def compare_speed(reference, ours, others: dict, size, rounds: int) -> dict:
+    """Median wall and CPU seconds of every backend on one image, alternating; detection counts; agreement."""
     image = image_of(size)
-    calls = {"torchvision": lambda: reference([image]), "ours": lambda: ours.predict([image])}
+    calls = {"torchvision": lambda: reference([image])[0]["boxes"], "ours": lambda: ours.predict([image])[0]}
+    calls.update({name: (lambda p=predictor: p.predict([image])[0]) for name, predictor in others.items()})
     times = {name: {"wall": [], "cpu": []} for name in calls}
     with torch.no_grad():
-        counts = {name: len(call()[0]["boxes"] if name == "torchvision" else call()[0]) for name, call in calls.items()}  # warm-up
+        found = {name: call() for name, call in calls.items()}  # warm-up
         for _ in range(rounds):
-            for name, call in calls.items():  # A B A B ...
+            for name, call in calls.items():  # A B C D E A B C D E ...
                 wall, cpu, _ = timed(call)
                 times[name]["wall"].append(wall)
                 times[name]["cpu"].append(cpu)
-    return {"times": times, "counts": counts}
+    agrees = {}
+    for name in others:
+        got, expected = found[name], found["ours"]
+        same = same_detections(expected, got)
+        detail = ""
+        if not same and len(got) == len(expected) and len(got):
+            detail = (f" (max box diff {(got.boxes - expected.boxes).abs().max().item():.2g} px, "
+                      f"score diff {(got.scores - expected.scores).abs().max().item():.2g})")
+        elif not same:
+            detail = f" ({len(got)} vs {len(expected)} detections)"
+        agrees[name] = ("yes" if same else "no") + detail
+    counts = {name: len(value) for name, value in found.items()}
+    return {"times": times, "counts": counts, "agrees": agrees}
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -154,10 +212,11 @@ def peak_memory(weights: str, size: tuple[int, int], threads: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="image sizes HxW")
-    parser.add_argument("--rounds", type=int, default=5, help="timed calls of each model per size, alternating")
+    parser.add_argument("--rounds", type=int, default=5, help="timed calls of each backend per size, alternating")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-parity", action="store_true", help="skip the float64 check (several minutes)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory", action="store_true", help="also the peak memory of torchvision and ours (subprocesses)")
+    parser.add_argument("--no-onnx", action="store_true", help="torchvision and ours only")
     parser.add_argument("--memory-child", choices=("torchvision", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormal floats to zero")
@@ -171,29 +230,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     reference = torchvision_model()
     ours = from_torchvision(reference).eval()
-    load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, "
-          f"{os.cpu_count()} CPUs, denormals flushed to zero (both models): {'yes' if flushed else 'no'}, "
-          f"{'AVX-512' if has_avx512() else 'no AVX-512'}, load average at start {load:.1f}")
-    print(f"{'size':>9} {'model':>11} {'dets':>4} {'median s':>9} {'median CPU s':>12} {'peak RSS MiB':>12} {'inference MiB':>13}")
+    cpu, flags = cpu_description()
+    versions = [f"torch {torch.__version__}", f"torchvision {torchvision.__version__}"]
+    for module in ("onnxruntime", "openvino"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs; flags: {flags}")
+    print(f"{args.threads} threads for every backend; {', '.join(versions)}; denormals flushed to zero: "
+          f"{'yes' if flushed else 'no'}; load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as folder:
+        others = {} if args.no_onnx else onnx_backends(ours, folder, args.threads)
         weights = os.path.join(folder, "weights.pt")
-        torch.save(reference.state_dict(), weights)
+        if args.memory:
+            torch.save(reference.state_dict(), weights)
+        print(f"{'size':>9} {'backend':>13} {'dets':>4} {'median s':>9} {'CPU s':>7} {'/ tv wall':>9} {'/ tv CPU':>8} "
+              f"{'agrees with ours':<18}" + (f" {'peak RSS MiB':>12} {'inference MiB':>13}" if args.memory else ""))
         for size in sizes:
-            result = compare_speed(reference, ours, size, args.rounds)
-            memory = {} if args.no_memory else peak_memory(weights, size, args.threads)
-            medians = {}
-            for name in ("torchvision", "ours"):
-                wall = statistics.median(result["times"][name]["wall"])
-                cpu = statistics.median(result["times"][name]["cpu"])
-                medians[name] = (wall, cpu)
-                peak, loaded = memory.get(name, (float("nan"), float("nan")))
-                print(f"{size[0]:>4}x{size[1]:<4} {name:>11} {result['counts'][name]:>4} {wall:>9.2f} {cpu:>12.2f} "
-                      f"{peak:>12.0f} {peak - loaded:>13.0f}")
-            print(f"{size[0]:>4}x{size[1]:<4} {'ours/tv':>11} {'':>4} {medians['ours'][0] / medians['torchvision'][0]:>9.3f} "
-                  f"{medians['ours'][1] / medians['torchvision'][1]:>12.3f}"
-                  + ("" if args.no_memory else f" {memory['ours'][0] / memory['torchvision'][0]:>12.3f} "
-                     f"{(memory['ours'][0] - memory['ours'][1]) / (memory['torchvision'][0] - memory['torchvision'][1]):>13.3f}"))
+            result = compare_speed(reference, ours, others, size, args.rounds)
+            memory = peak_memory(weights, size, args.threads) if args.memory else {}
+            medians = {name: (statistics.median(t["wall"]), statistics.median(t["cpu"])) for name, t in result["times"].items()}
+            tv_wall, tv_cpu = medians["torchvision"]
+            for name, (wall, cpu_s) in medians.items():
+                line = (f"{size[0]:>4}x{size[1]:<4} {name:>13} {result['counts'][name]:>4} {wall:>9.2f} {cpu_s:>7.2f} "
+                        f"{wall / tv_wall:>9.3f} {cpu_s / tv_cpu:>8.3f} {result['agrees'].get(name, '-'):<18}")
+                if name in memory:
+                    peak, loaded = memory[name]
+                    line += f" {peak:>12.0f} {peak - loaded:>13.0f}"
+                print(line, flush=True)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if not args.no_parity:
         for line in parity(reference, ours, sizes):
