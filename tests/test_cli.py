@@ -305,8 +305,10 @@ def test_evaluate_usage_shows_weights_required_and_where_images_are_read(capsys)
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     usage = text.split("\n\n")[0]
-    assert "--weights WEIGHTS" in usage and "[--weights" not in usage
+    assert "(--weights WEIGHTS | --onnx" in usage and "[--weights" not in usage
     assert "read from the folder that holds FILE.json" in " ".join(text.split())
+    assert main(["evaluate", "--data", "shapes:2:64"]) == 2  # neither --weights nor --onnx
+    assert "maskrcnn evaluate needs the model: --weights W" in capsys.readouterr().err
 
 
 def test_config_list_prints_every_field_with_its_presets(capsys):

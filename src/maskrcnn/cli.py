@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true", help="no augmentation: by default training flips images left-right (p 0.5) and, for configs that resize, draws each image's shorter side from image_min_dim_choices (0.8 to 1 x image_min_dim)")
 
     evaluate = command("evaluate", "Evaluate a model with the COCO metrics (box and mask AP, AR) and print a table.")
+    evaluate.usage = ("maskrcnn evaluate (--weights WEIGHTS | --onnx FILE.onnx --backend onnxruntime|openvino) --data SPEC "
+                      "[--out FILE] [--results FILE] [--report DIR] [options]")
     evaluate.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime or openvino)")
     evaluate.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     evaluate.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
@@ -246,8 +248,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .errors import ConfigError
     from .runs import evaluate
 
+    if not args.weights and not args.onnx:
+        raise ConfigError("maskrcnn evaluate needs the model: --weights W (or --onnx FILE.onnx with --backend onnxruntime or openvino)")
     evaluate(args.weights, args.data, out=args.out, results=args.results, progress=not args.no_progress,
              max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx, report_dir=args.report,
              score_threshold=args.score_threshold, iou_threshold=args.iou)
