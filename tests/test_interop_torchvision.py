@@ -1,4 +1,4 @@
-"""Parity with torchvision's maskrcnn_resnet50_fpn, the independent reference (issue 2).
+"""Parity with torchvision's maskrcnn_resnet50_fpn, the independent reference.
 
 Compared in float64: a randomly initialised network amplifies float32 rounding differences between two
 correct implementations into different top-100 sets; in float64 both must agree to the tolerances below.

@@ -1,4 +1,4 @@
-"""Parity with torchvision's maskrcnn_resnet50_fpn_v2, the independent reference (issue 10).
+"""Parity with torchvision's maskrcnn_resnet50_fpn_v2, the independent reference.
 
 Compared in float64, as the v1 parity test is: a random network amplifies float32 rounding differences
 between two correct implementations into different top-k sets. Every batch norm gets random statistics and

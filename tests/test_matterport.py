@@ -1,4 +1,4 @@
-"""matterport's .h5 weights and matterport's own detections (issue 10).
+"""matterport's .h5 weights and matterport's own detections (interop.matterport and the matterport subpackage).
 
 The reference case in ../shared/matterport/ was made by running matterport's original Keras code in
 float64 on seeded weights (rebuilt here by its make_h5.py, ~180 MB in a temporary folder). The default

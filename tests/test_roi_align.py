@@ -1,4 +1,5 @@
-"""Pyramid ROIAlign: FPN Eq. 1 level assignment at its boundaries, bilinear values by hand, batch and order."""
+"""Pyramid ROIAlign: FPN Eq. 1 level assignment at its boundaries, bilinear values by hand, batch and order,
+roi_align_cpu against torchvision's roi_align, every output row filled from its level."""
 import pytest
 import torch
 
@@ -153,3 +154,23 @@ def test_pyramid_uses_torchvision_for_adaptive_sampling_and_export():
     feature = torch.zeros(1, 2, 4, 4)
     assert not pooler_adaptive.uses_cpu_kernel(feature)
     assert pooler(7, sampling_ratio=2).uses_cpu_kernel(feature)
+
+
+def test_pyramid_roi_align_fills_every_row():
+    # The output buffer is not zeroed: every box's row must come from its level's roi_align.
+    generator = torch.Generator().manual_seed(5)
+    features = [torch.rand(2, 3, 64 // 2 ** k, 64 // 2 ** k, generator=generator, dtype=torch.float64) for k in range(4)]
+    sizes = torch.tensor([20.0, 60.0, 130.0, 250.0], dtype=torch.float64)  # levels 2, 3, 4 and 5 (FPN Eq. 1)
+    boxes = [torch.stack((torch.full((4,), 3.0, dtype=torch.float64), torch.full((4,), 5.0, dtype=torch.float64),
+                          3.0 + sizes, 5.0 + sizes * (1 + i)), dim=1) for i in range(2)]
+    pooler = PyramidROIAlign(output_size=7, strides=(4, 8, 16, 32), sampling_ratio=2, canonical_size=224, canonical_level=4)
+    got = pooler(features, boxes)
+    expected = []
+    for image, image_boxes in enumerate(boxes):
+        for box in image_boxes:
+            side = torch.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+            level = int(torch.floor(4 + torch.log2(side / 224) + 1e-6).clamp(2, 5)) - 2
+            row = torch.cat((torch.tensor([float(image)], dtype=torch.float64), box))[None]
+            expected.append(roi_align(features[level], row, 7, spatial_scale=1 / 4 / 2 ** level, sampling_ratio=2))
+    # roi_align_cpu sums in another order than torchvision's kernel: equal to float64 rounding
+    torch.testing.assert_close(got, torch.cat(expected), rtol=0, atol=1e-12)

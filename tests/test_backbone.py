@@ -1,24 +1,19 @@
-"""Each CPU fast path of issue 6 against the plain computation it replaces.
+"""The backbone's CPU fast paths against the plain computation each replaces: batch norm folded into the convs
+against conv then batch norm, channels-last against contiguous (forward and gradients), the rule that picks
+the layout, and the contiguous layout while tracing.
 
-Float64 throughout, so that only summation order separates the two (about 1e-15 relative): batch norm
-folded into the convs against conv then batch norm, channels-last against contiguous, the grouped NMS
-against torchvision's batched_nms, pyramid ROIAlign (uninitialised output buffer) against one roi_align per box.
+Float64 throughout, so that only summation order separates the two (about 1e-15 relative).
 """
 import pytest
 import torch
-import torch.nn.functional as F
+from numeric_helpers import assert_close
 from torch import nn
-from torchvision.ops import batched_nms as torchvision_batched_nms
-from torchvision.ops import roi_align
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn import Config, MaskRCNN
 from maskrcnn import backbone as backbone_module
 from maskrcnn.backbone import CHANNELS_LAST_TRAINING_MIN_PIXELS, FPN, Backbone, ResNetTrunk, channels_last_pays, conv_bn, is_foldable
 from maskrcnn.cpu import has_avx512
-from maskrcnn.mask_head import MaskHead
-from maskrcnn.nms import batched_nms
-from maskrcnn.roi_align import PyramidROIAlign
 
 
 def randomise_batch_norms(module: nn.Module, generator: torch.Generator) -> None:
@@ -48,12 +43,6 @@ def trunk_pair(name: str, train_bn: bool):
     with torch.no_grad():
         randomise_batch_norms(trunk, torch.Generator().manual_seed(1))
     return trunk
-
-
-def assert_close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-10) -> None:
-    scale = expected.abs().max().item()
-    assert scale > 0
-    assert (got - expected).abs().max().item() <= rtol * scale
 
 
 @pytest.mark.parametrize("name, train_bn", [("resnet50", False), ("resnet18", True)])
@@ -165,64 +154,3 @@ def test_traced_backbone_keeps_the_contiguous_layout(monkeypatch):
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
     pyramid = backbone(x)
     assert pyramid[0].is_contiguous() and not pyramid[0].is_contiguous(memory_format=torch.channels_last)
-
-
-def test_channels_last_mask_head_equals_contiguous():
-    torch.manual_seed(0)
-    head = MaskHead(in_channels=16, channels=16, num_classes=5, norm="none", bn_statistics="batch", eps=1e-5).double().eval()
-    pooled = torch.rand(7, 16, 14, 14, dtype=torch.float64)
-    with torch.no_grad():
-        got = head(pooled)
-        expected = head.mask_logits(F.relu(head.upsample(head.convs(pooled))))
-    assert got.shape == (7, 5, 28, 28)
-    assert_close(got, expected)
-
-
-@pytest.mark.parametrize("count, groups", [(3000, 90), (1500, 5), (600, 7), (0, 1)])
-def test_grouped_nms_equals_torchvision(count, groups):
-    generator = torch.Generator().manual_seed(count)
-    corner = torch.rand(count, 2, generator=generator, dtype=torch.float64) * 300
-    boxes = torch.cat((corner, corner + 5 + torch.rand(count, 2, generator=generator, dtype=torch.float64) * 80), dim=1)
-    scores = (torch.rand(count, generator=generator, dtype=torch.float64) * 20).round() / 20  # many exact ties
-    idxs = torch.randint(0, groups, (count,), generator=generator)
-    expected = torchvision_batched_nms(boxes, scores, idxs, 0.5)
-    got = batched_nms(boxes, scores, idxs, 0.5)
-    assert torch.equal(got, expected)
-    if count > 1000:  # the grouped path (not torchvision's own call) ran, and NMS dropped something
-        assert 0 < len(got) < count
-
-
-def test_pyramid_roi_align_fills_every_row():
-    # The output buffer is not zeroed: every box's row must come from its level's roi_align.
-    generator = torch.Generator().manual_seed(5)
-    features = [torch.rand(2, 3, 64 // 2 ** k, 64 // 2 ** k, generator=generator, dtype=torch.float64) for k in range(4)]
-    sizes = torch.tensor([20.0, 60.0, 130.0, 250.0], dtype=torch.float64)  # levels 2, 3, 4 and 5 (FPN Eq. 1)
-    boxes = [torch.stack((torch.full((4,), 3.0, dtype=torch.float64), torch.full((4,), 5.0, dtype=torch.float64),
-                          3.0 + sizes, 5.0 + sizes * (1 + i)), dim=1) for i in range(2)]
-    pooler = PyramidROIAlign(output_size=7, strides=(4, 8, 16, 32), sampling_ratio=2, canonical_size=224, canonical_level=4)
-    got = pooler(features, boxes)
-    expected = []
-    for image, image_boxes in enumerate(boxes):
-        for box in image_boxes:
-            side = torch.sqrt((box[2] - box[0]) * (box[3] - box[1]))
-            level = int(torch.floor(4 + torch.log2(side / 224) + 1e-6).clamp(2, 5)) - 2
-            row = torch.cat((torch.tensor([float(image)], dtype=torch.float64), box))[None]
-            expected.append(roi_align(features[level], row, 7, spatial_scale=1 / 4 / 2 ** level, sampling_ratio=2))
-    # roi_align_cpu sums in another order than torchvision's kernel: equal to float64 rounding
-    torch.testing.assert_close(got, torch.cat(expected), rtol=0, atol=1e-12)
-
-
-def test_mask_targets_index_the_truths_instead_of_copying_them():
-    # Reference: the plain way, one full-image mask copied per ROI and pooled with its own row index.
-    from maskrcnn.mask_head import mask_targets
-
-    generator = torch.Generator().manual_seed(6)
-    gt_masks = torch.rand(3, 40, 50, generator=generator) > 0.5  # (G, H, W)
-    corner = torch.rand(9, 2, generator=generator) * 30
-    rois = torch.cat((corner, corner + 3 + torch.rand(9, 2, generator=generator) * 20), dim=1)  # (P, 4)
-    matched = torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])
-    copies = gt_masks[matched][:, None].float()  # (P, 1, H, W)
-    rows = torch.cat((torch.arange(9, dtype=torch.float32)[:, None], rois), dim=1)
-    expected = roi_align(copies, rows, 28, spatial_scale=1.0)[:, 0]
-    assert torch.equal(mask_targets(gt_masks, rois, matched, 28), expected)
-    assert 0 < expected.mean() < 1

@@ -1,7 +1,9 @@
-"""Issue 5, the cases about training, evaluation and inference (the data-file cases live in tests/test_data_*.py).
+"""Bad input to training, evaluation and inference, across modules: images without objects, crowd-only images,
+nothing usable to learn from, blank and tiny images, zero detections, a NaN loss, damaged checkpoints and another
+config on resume, fine-tuning to another class count, a killed data-loader worker. Each must give a correct
+result or an error that names what to fix (bad data files are checked in tests/test_data_*.py).
 
 Every model here is tiny (ResNet-18 trunk, 16-channel FPN, 64 px images) so that the file runs in seconds.
-Case numbers refer to issue 5's list.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def batch_of(dataset, indices):
     return [image for image, _ in samples], [target for _, target in samples]
 
 
-# ---------------------------------------------------------------------------------------------- case 1
+# ---------------------------------------------------------------------------------------------- image without objects
 def test_image_without_annotations_gives_finite_losses_and_zero_box_and_mask_losses(tmp_path):
     path = write_coco(tmp_path, [annotation(1, 1, 3, 10, 12, 20)])
     dataset = CocoDataset(path)
@@ -104,7 +106,7 @@ def test_image_without_annotations_gives_finite_losses_and_zero_box_and_mask_los
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-# ---------------------------------------------------------------------------------------------- case 2
+# ---------------------------------------------------------------------------------------------- crowd-only image
 @pytest.fixture
 def crowd_only_data(tmp_path):
     # Image 1: one ordinary "b" square; image 2: only a crowd region of class "b".
@@ -149,7 +151,7 @@ def test_crowd_only_image_counts_as_crowd_in_evaluation(crowd_only_data):
     assert summary["segm"]["AP"] == pytest.approx(1.0)
 
 
-# ---------------------------------------------------------------------------------------------- case 8
+# ---------------------------------------------------------------------------------------------- nothing to learn from
 def test_no_usable_instance_is_refused_before_training_starts(tmp_path):
     # One crowd region and one zero-width box: after filtering nothing is left to learn from.
     bad_box = {**annotation(2, 2, 1, 5, 5, 10), "bbox": [5, 5, 0, 10]}
@@ -166,7 +168,7 @@ def test_no_usable_instance_is_refused_before_training_starts(tmp_path):
     assert trainer.checkpoints.latest() is None
 
 
-# ---------------------------------------------------------------------------------------------- case 13 (and 12's tiny images)
+# ---------------------------------------------------------------------------------------------- blank and tiny images
 @pytest.mark.parametrize("size", [(64, 64), (1, 1), (8, 8)])
 def test_blank_and_tiny_images_give_empty_correctly_shaped_detections(size):
     model = tiny_model(4, detection_min_confidence=0.99)
@@ -197,7 +199,7 @@ def test_evaluation_of_zero_detections_warns_and_reports_zero_or_nan(tmp_path):
         assert metrics["per_class"] == {"a": 0.0, "b": 0.0}
 
 
-# ---------------------------------------------------------------------------------------------- case 14
+# ---------------------------------------------------------------------------------------------- NaN loss
 def test_nan_loss_stops_training_without_a_step_and_the_checkpoint_is_from_before(tmp_path):
     dataset = ShapesDataset(4, 64, 64, seed=0)
     model = tiny_model(dataset.num_classes)
@@ -245,7 +247,7 @@ def test_nan_loss_stops_training_without_a_step_and_the_checkpoint_is_from_befor
     assert differs  # step 3 changed the weights after the checkpoint
 
 
-# ---------------------------------------------------------------------------------------------- cases 16, 17 (resume)
+# ---------------------------------------------------------------------------------------------- resume
 @pytest.fixture(scope="module")
 def two_epoch_run(tmp_path_factory):
     """A finished run of two 1-step epochs: checkpoints epoch_0001.pt and epoch_0002.pt."""
@@ -300,7 +302,7 @@ def test_resume_with_the_same_config_goes_on(two_epoch_run, tmp_path):
     assert all(torch.equal(t, saved[n]) for n, t in trainer.model.state_dict().items())
 
 
-# ---------------------------------------------------------------------------------------------- case 17 (fine-tuning)
+# ---------------------------------------------------------------------------------------------- fine-tuning
 def test_finetuning_weights_of_another_class_count_lists_and_reinitialises_the_heads():
     source = tiny_model(num_classes=6, seed=1)
     target = tiny_model(num_classes=3, seed=2)
@@ -319,7 +321,7 @@ def test_finetuning_weights_of_another_class_count_lists_and_reinitialises_the_h
             assert torch.equal(tensor, theirs[name]), name  # copied
 
 
-# ---------------------------------------------------------------------------------------------- case 18
+# ---------------------------------------------------------------------------------------------- killed loader worker
 class DyingShapes(ShapesDataset):
     """Shapes whose data-loader worker kills itself (SIGKILL, as the OOM killer does) on one image, once."""
 
