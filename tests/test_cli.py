@@ -217,6 +217,18 @@ def test_validate_lists_every_unreadable_image_and_modifies_nothing(coco_set, tm
     assert "0 problem(s)" in capsys.readouterr().out
 
 
+def test_validate_exits_zero_when_every_problem_is_only_a_warning(coco_set, tmp_path, capsys):
+    annotation_file, images_dir = coco_set
+    data = json.loads(Path(annotation_file).read_text())
+    extra = dict(data["annotations"][0], id=999, bbox=[10, 10, 0, 5], segmentation=[])  # zero width: skipped, not fatal
+    data["annotations"].append(extra)
+    edited = tmp_path / "with_a_zero_width_box.json"
+    edited.write_text(json.dumps(data))
+    assert main(["validate", "--data", f"coco:{edited}:{images_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "999" in out and "1 problem(s)" in out and "fatal" not in out.splitlines()[-1]
+
+
 TINY_ARGS = ["--preset", "demo", *[arg for field in TINY for arg in ("--set", field)], "--no-progress"]
 
 

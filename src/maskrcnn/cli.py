@@ -275,7 +275,7 @@ def cmd_predict(args) -> int:
 def cmd_validate(args) -> int:
     from .runs import validate
 
-    return 1 if validate(args.data) else 0
+    return 1 if any(problem.fatal for problem in validate(args.data)) else 0  # warnings alone do not fail
 
 
 def cmd_export(args) -> int:
