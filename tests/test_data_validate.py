@@ -1,12 +1,15 @@
-"""`maskrcnn validate` lists every problem of a file in one run; building the data set names every fatal one."""
+"""Validation of a data set (data/validate.py): `maskrcnn validate` lists every problem of a file in one run,
+validate_dataset finds broken images and masks and includes load-time skips; building the data set names every
+fatal problem."""
 import json
 
 import pytest
+from files_dataset import Files
 from PIL import Image
 
 from maskrcnn.cli import main
-from maskrcnn.data import CocoDataset
-from maskrcnn.errors import DataError
+from maskrcnn.data import CocoDataset, validate_dataset
+from maskrcnn.errors import DataError, DataWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
@@ -64,3 +67,42 @@ def test_building_the_data_set_names_every_fatal_problem(tmp_path):
     assert "3 problem(s) make the data set unusable" in text
     for piece in ("outside.png", "image 3: missing 'width'", "annotation 11: category_id 9"):
         assert piece in text
+
+
+def test_validate_lists_every_problem(tmp_path):
+    dataset = Files(tmp_path, [(4, 4)] * 4)
+    (tmp_path / "1.png").write_bytes(b"")
+    Image.new("RGB", (5, 5)).save(tmp_path / "3.png")  # masks are made from the size, so they still agree
+    original = dataset.load_mask
+
+    def broken(index):
+        masks, ids = original(index)
+        if index == 2:
+            masks[0] = False  # an empty mask
+            masks = masks[:, :, :3]  # and a size mismatch
+        return masks, ids
+
+    dataset.load_mask = broken
+    dataset.load_problems = []
+    problems = validate_dataset(dataset)
+    messages = [(p.image_id, p.message) for p in problems]
+    assert any(i == 1 and "0 bytes" in m for i, m in messages)
+    assert any(i == 2 and "empty mask" in m for i, m in messages)
+    assert any(i == 2 and "4x3" in m for i, m in messages)
+    assert not any(i in (0, 3) for i, _ in messages)
+    assert all(p.path.endswith(f"{p.image_id}.png") for p in problems)
+
+
+def test_validate_includes_load_time_skips(tmp_path):
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    polygon = [1, 1, 9, 1, 9, 9, 1, 9]
+    data = {"images": [{"id": 1, "width": 20, "height": 20, "file_name": "a.png"}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 3], "segmentation": [polygon]},
+                            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8],
+                             "segmentation": [polygon]}]}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    with pytest.warns(DataWarning):
+        dataset = CocoDataset(tmp_path / "c.json", tmp_path, max_skip_fraction=0.5)
+    problems = validate_dataset(dataset)
+    assert [p.annotation_id for p in problems] == [5]
