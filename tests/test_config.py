@@ -1,4 +1,4 @@
-"""Config: presets as DESIGN.md describes them, validation naming the field, YAML/JSON round trips."""
+"""Config: the presets (torchvision v1/v2, matterport, demo), validation naming the field, YAML/JSON round trips."""
 import dataclasses
 import json
 

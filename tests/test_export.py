@@ -1,4 +1,4 @@
-"""ONNX export and onnxruntime inference (issue 11): onnxruntime's detections must equal PyTorch's.
+"""ONNX export and onnxruntime inference: onnxruntime's detections must equal PyTorch's.
 
 The reference is our own PyTorch path (`MaskRCNN.predict`) with the same weights, on image sizes that
 differ from the one traced at export (landscape, portrait, odd, and a different padded size each), so a

@@ -24,7 +24,7 @@ def rgb(height, width, seed=0):
 
 
 def check_detections(found: Detections, height: int, width: int, num_classes: int = 3):
-    """The output contract of DESIGN.md for one image."""
+    """The output contract of `predict` for one image: boxes, labels, scores, masks of the input's size."""
     n = len(found)
     assert found.boxes.shape == (n, 4) and found.boxes.dtype == torch.float32
     assert found.labels.shape == (n,) and found.labels.dtype == torch.int64
