@@ -29,7 +29,14 @@ from maskrcnn.finetune import load_matching_weights
 from maskrcnn.structures import Detections
 from maskrcnn.train import Trainer
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for these small cases, the suite's own count restored after them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(num_classes: int = 4, **overrides) -> maskrcnn.Config:
