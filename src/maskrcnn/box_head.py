@@ -95,7 +95,7 @@ def detection_targets(
     training); ROIs at IoU >= positive_iou are positives (at most positive_ratio of rois_per_image),
     below negative_iou negatives fill up the rest.
     """
-    rois, labels, deltas, matched_gt, num_positive = [], [], [], [], []
+    samples = []
     for props, boxes, classes in zip(proposals, gt_boxes, gt_labels):
         candidates = torch.cat((props, boxes), dim=0)  # (M + G, 4)
         iou = box_iou(boxes, candidates) if len(boxes) else candidates.new_zeros((0, len(candidates)))
@@ -103,20 +103,26 @@ def detection_targets(
         roi_labels = sample_labels(roi_labels, rois_per_image, positive_ratio, generator)
         positive = torch.where(roi_labels == POSITIVE)[0]
         negative = torch.where(roi_labels == NEGATIVE)[0]
-        keep = torch.cat((positive, negative))
-        image_rois = candidates[keep]
-        gt_index = matched[positive]
-        image_labels = torch.zeros(len(keep), dtype=torch.int64, device=candidates.device)
-        image_deltas = torch.zeros((len(keep), 4), dtype=candidates.dtype, device=candidates.device)
-        if len(positive):
-            image_labels[: len(positive)] = classes[gt_index]
-            image_deltas[: len(positive)] = encode_deltas(candidates[positive], boxes[gt_index], std_dev)
-        rois.append(image_rois)
-        labels.append(image_labels)
-        deltas.append(image_deltas)
-        matched_gt.append(gt_index)
-        num_positive.append(len(positive))
-    return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, num_positive)
+        samples.append(image_sample(candidates[torch.cat((positive, negative))], boxes, classes, matched[positive], std_dev))
+    return collect_samples(samples)
+
+
+def image_sample(rois: Tensor, gt_boxes: Tensor, gt_classes: Tensor, gt_index: Tensor, std_dev) -> tuple:
+    """One image's sample: rois (R, 4) whose first P = len(gt_index) rows are positives matched to
+    gt_boxes[gt_index] -> (rois, labels (R,) (0 past the positives), deltas (R, 4) (0 past them), gt_index)."""
+    positives = len(gt_index)
+    labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
+    deltas = torch.zeros((len(rois), 4), dtype=rois.dtype, device=rois.device)
+    if positives:
+        labels[:positives] = gt_classes[gt_index]
+        deltas[:positives] = encode_deltas(rois[:positives], gt_boxes[gt_index], std_dev)
+    return rois, labels, deltas, gt_index
+
+
+def collect_samples(samples: list[tuple]) -> DetectionTargets:
+    """The per-image samples of `image_sample` as one DetectionTargets."""
+    rois, labels, deltas, matched_gt = (list(column) for column in zip(*samples))
+    return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, [len(m) for m in matched_gt])
 
 
 def padded_sample_sizes(num_positive: int, num_negative: int, rois_per_image: int, positive_ratio: float) -> tuple[int, int]:
@@ -151,7 +157,7 @@ def detection_targets_zero_padded(
 
     proposals, gt_boxes, crowd_boxes: per image (M, 4), (G, 4), (K, 4) in one frame; gt_labels: per image (G,).
     """
-    rois, labels, deltas, matched_gt, num_positive = [], [], [], [], []
+    samples = []
     crowds = crowd_boxes if crowd_boxes is not None else [None] * len(proposals)
     for props, boxes, classes, crowd in zip(proposals, gt_boxes, gt_labels, crowds):
         iou = box_iou(boxes, props) if len(boxes) else props.new_zeros((0, len(props)))  # (G, M)
@@ -166,18 +172,8 @@ def detection_targets_zero_padded(
         negative = negative[torch.randperm(len(negative), generator=generator).to(negative.device)[:keep_negative]]
         padding = max(rois_per_image - len(positive) - len(negative), 0)
         image_rois = torch.cat((props[positive], props[negative], props.new_zeros((padding, 4))))  # (rois_per_image, 4)
-        gt_index = matched[positive]
-        image_labels = torch.zeros(len(image_rois), dtype=torch.int64, device=props.device)
-        image_deltas = torch.zeros((len(image_rois), 4), dtype=props.dtype, device=props.device)
-        if len(positive):
-            image_labels[: len(positive)] = classes[gt_index]
-            image_deltas[: len(positive)] = encode_deltas(props[positive], boxes[gt_index], std_dev)
-        rois.append(image_rois)
-        labels.append(image_labels)
-        deltas.append(image_deltas)
-        matched_gt.append(gt_index)
-        num_positive.append(len(positive))
-    return DetectionTargets(rois, torch.cat(labels), torch.cat(deltas), matched_gt, num_positive)
+        samples.append(image_sample(image_rois, boxes, classes, matched[positive], std_dev))
+    return collect_samples(samples)
 
 
 # ---------------------------------------------------------------------------------------------- losses

@@ -31,5 +31,16 @@ class MissingDependencyError(MaskRCNNError, ImportError):
     """An optional package is not installed (names the package and the `pip install` line of its extra)."""
 
 
+def require_optional(module: str, *, needed_for: str, extra: str):
+    """Import the optional package `module`, or raise MissingDependencyError saying what needs it and
+    which extra installs it (`needed_for`: "ONNX export ... need the optional packages onnx and onnxruntime")."""
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{needed_for} ({module} cannot be imported: {error}); install them with: pip install \"maskrcnn[{extra}]\""
+        ) from error
+
+
 class DistributedError(TrainingError):
     """Distributed training stopped on every rank (names the failing rank(s), what they were doing and their error)."""

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config
-from .errors import MissingDependencyError
+from .errors import require_optional
 from .files import atomic_write
 from .layout import build_preprocessor, layout_of
 from .preprocess import to_image_tensors
@@ -50,18 +50,12 @@ INPUT_NAMES = ("image", "window", "min_confidence")
 OUTPUT_NAMES = ("boxes", "labels", "scores", "mask_probs")
 DEFAULT_OPSET = 17  # RoiAlign's half-pixel mode needs 16; 17 is what current onnxruntime builds all support
 FORMAT_VERSION = "1"
-EXTRA_HINT = 'pip install "maskrcnn[onnx]"'
 
 
 def _require(module: str):
     """Import onnx or onnxruntime, or say which extra installs them."""
-    try:
-        return __import__(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"ONNX export and onnxruntime inference need the optional packages onnx and onnxruntime "
-            f"({module} cannot be imported: {error}); install them with: {EXTRA_HINT}"
-        ) from error
+    return require_optional(module, needed_for="ONNX export and onnxruntime inference need the optional packages onnx "
+                            "and onnxruntime", extra="onnx")
 
 
 class InferenceGraph(nn.Module):

@@ -24,26 +24,20 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import CheckpointError, ConfigError, MissingDependencyError
+from .errors import CheckpointError, ConfigError, MissingDependencyError, require_optional
 from .layout import build_preprocessor, layout_of
 from .preprocess import to_image_tensors
 from .structures import Detections
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
-EXTRA_HINT = 'pip install "maskrcnn[openvino]"'
 _OUTPUT_NAMES = ("boxes", "labels", "scores", "mask_probs")  # export.OUTPUT_NAMES, in the graph's order
 _METADATA = ("maskrcnn.config", "maskrcnn.class_names")
 
 
 def _require(module: str):
     """Import openvino or onnx, or say which extra installs them."""
-    try:
-        return __import__(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"OpenVINO inference needs the optional packages openvino and onnx ({module} cannot be imported: "
-            f"{error}); install them with: {EXTRA_HINT}"
-        ) from error
+    return require_optional(module, needed_for="OpenVINO inference needs the optional packages openvino and onnx",
+                            extra="openvino")
 
 
 def inline_empty_guards(graph) -> int:
