@@ -54,20 +54,29 @@ def sharpen(model: MaskRCNN) -> MaskRCNN:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def exported_demo(folder, predictor_class):
+    """(a sharpened demo-preset model, a predictor_class on its exported file, the file) in folder."""
     torch.manual_seed(0)
     model = sharpen(MaskRCNN(Config.demo(), class_names=["BG", "square", "circle", "triangle"]))
-    path = to_onnx(model, tmp_path_factory.mktemp("demo") / "demo.onnx")
-    return model, OnnxPredictor(path, threads=2), path
+    path = to_onnx(model, folder / "demo.onnx")
+    return model, predictor_class(path, threads=2), path
+
+
+def exported_small_torchvision(folder, predictor_class):
+    """(a ResNet-18 torchvision-preset model at 224/352 px, a predictor_class on its exported file)."""
+    torch.manual_seed(1)
+    model = MaskRCNN(Config.torchvision(num_classes=3, backbone="resnet18", image_min_dim=224, image_max_dim=352)).eval()
+    return model, predictor_class(to_onnx(model, folder / "tv.onnx"), threads=2)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return exported_demo(tmp_path_factory.mktemp("demo"), OnnxPredictor)
 
 
 @pytest.fixture(scope="module")
 def torchvision_preset(tmp_path_factory):
-    torch.manual_seed(1)
-    model = MaskRCNN(Config.torchvision(num_classes=3, backbone="resnet18", image_min_dim=224, image_max_dim=352)).eval()
-    path = to_onnx(model, tmp_path_factory.mktemp("tv") / "tv.onnx")
-    return model, OnnxPredictor(path, threads=2)
+    return exported_small_torchvision(tmp_path_factory.mktemp("tv"), OnnxPredictor)
 
 
 @pytest.mark.parametrize("index", range(len(SIZES)))

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")  # to_onnx writes the file with it
 
-from test_export import SIZES, assert_same, images, sharpen  # noqa: E402  (the same checks as onnxruntime's)
+from test_export import SIZES, assert_same, exported_demo, exported_small_torchvision, images, sharpen  # noqa: E402  (the same checks as onnxruntime's)
 
 from maskrcnn import Config, MaskRCNN  # noqa: E402
 from maskrcnn.errors import CheckpointError, ConfigError, MissingDependencyError  # noqa: E402
@@ -20,18 +20,12 @@ from maskrcnn.openvino_backend import cpu_supports_bf16  # noqa: E402
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    torch.manual_seed(0)
-    model = sharpen(MaskRCNN(Config.demo(), class_names=["BG", "square", "circle", "triangle"]))
-    path = to_onnx(model, tmp_path_factory.mktemp("demo") / "demo.onnx")
-    return model, OpenVinoPredictor(path, threads=2), path
+    return exported_demo(tmp_path_factory.mktemp("demo"), OpenVinoPredictor)
 
 
 @pytest.fixture(scope="module")
 def torchvision_preset(tmp_path_factory):
-    torch.manual_seed(1)
-    model = MaskRCNN(Config.torchvision(num_classes=3, backbone="resnet18", image_min_dim=224, image_max_dim=352)).eval()
-    path = to_onnx(model, tmp_path_factory.mktemp("tv") / "tv.onnx")
-    return model, OpenVinoPredictor(path, threads=2)
+    return exported_small_torchvision(tmp_path_factory.mktemp("tv"), OpenVinoPredictor)
 
 
 @pytest.mark.parametrize("index", range(len(SIZES)))

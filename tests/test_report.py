@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 
 import numpy as np
@@ -19,8 +18,6 @@ from maskrcnn.evaluation import CocoEvaluator, ground_truth_detections
 from maskrcnn.report import HTML_NAME, JSON_NAME, write_report
 from maskrcnn.structures import Detections
 
-SETUP = "run scripts/setup-tests.sh (installs Chromium with apt and the playwright package)"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 SIZE = 64
 
 
@@ -183,21 +180,6 @@ def test_maskrcnn_evaluate_report_writes_the_page_its_json_and_the_metrics(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- browser
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(f"the browser test needs the playwright package: {SETUP}")
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"no Chromium at {CHROMIUM}: {SETUP}")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 def test_the_page_opens_in_a_browser_with_its_tables_and_pictures(browser, oracle_report):
     report, dataset = oracle_report
     page = browser.new_page()

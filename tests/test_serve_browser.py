@@ -6,7 +6,6 @@ back and compared with the uploaded image and the server's masks, so a wrong RLE
 """
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -14,29 +13,13 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from serve_helpers import SETUP, decisive_model, noise_rgb, require_serve_extra
+from serve_helpers import decisive_model, noise_rgb, require_serve_extra
 
 require_serve_extra()
 
 from maskrcnn.serve import BackgroundServer, WorkerPool, create_app  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 FONT_SIZE = 10  # page.js: max(10, min(width, height) / 40) for this small image
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        raise ImportError(f"the browser test needs playwright: {SETUP}") from error
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"no Chromium at {CHROMIUM}: {SETUP}")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
