@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")  # to_onnx writes the file with it
 
-from test_export import SIZES, assert_same, exported_demo, exported_small_torchvision, images, sharpen  # noqa: E402  (the same checks as onnxruntime's)
+from test_export import SIZES, assert_same, exported_demo, exported_small_torchvision, images  # noqa: E402  (the same checks as onnxruntime's)
 
 from maskrcnn import Config, MaskRCNN  # noqa: E402
 from maskrcnn.errors import CheckpointError, ConfigError, MissingDependencyError  # noqa: E402
