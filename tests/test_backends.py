@@ -46,6 +46,7 @@ def test_each_backend_by_name(files):
         load_predictor(files / "model.pt", backend="tensorrt")
 
 
+@pytest.mark.own_process  # loads OpenVINO: see conftest.py
 def test_predict_with_openvino_writes_the_same_results_as_torch(files, tmp_path):
     pytest.importorskip("openvino")
     predict([files / "images"], weights=files / "model.pt", out=tmp_path / "torch", progress=False, report=lambda line: None)
@@ -65,6 +66,7 @@ def test_evaluate_with_an_onnx_backend(files, tmp_path):
     assert "bbox" in summary and (tmp_path / "metrics.json").is_file()
 
 
+@pytest.mark.own_process  # loads OpenVINO: see conftest.py
 def test_auto_measures_once_then_reads_the_cache(files, tmp_path, monkeypatch):
     monkeypatch.setenv("MASKRCNN_CACHE_DIR", str(tmp_path / "cache"))
     lines = []

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+pytestmark = pytest.mark.own_process  # OpenVINO beside the suite's onnxruntime: see conftest.py
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")  # to_onnx writes the file with it
 
