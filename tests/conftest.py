@@ -43,38 +43,55 @@ import tempfile  # noqa: E402
 
 from _pytest.reports import TestReport  # noqa: E402
 
-CHILD_REPORTS = "MASKRCNN_TEST_CHILD_REPORTS"
-_child_reports: dict[str, list[dict]] = {}
+CHILD_REPORTS = "MASKRCNN_TEST_CHILD_REPORTS"  # set in a child: the file it writes its reports to
+_child_reports: dict[str, list[TestReport]] = {}  # node id -> its reports from the child, until replayed
 
 
-def pytest_runtest_logreport(report):
-    """In a child: write each report where the parent reads it."""
-    path = os.environ.get(CHILD_REPORTS)
-    if path:
-        with open(path, "a") as file:
-            file.write(json.dumps(report._to_json()) + "\n")
+class _ChildReportWriter:
+    """In a child: each report, serialised by pytest's own hook, one JSON line per report."""
+
+    def __init__(self, config, path: str):
+        self.config, self.path = config, path
+
+    def pytest_runtest_logreport(self, report):
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        with open(self.path, "a") as file:
+            file.write(json.dumps(data) + "\n")
+
+
+def pytest_configure(config):
+    if os.environ.get(CHILD_REPORTS):
+        config.pluginmanager.register(_ChildReportWriter(config, os.environ[CHILD_REPORTS]))
 
 
 def _run_child(item) -> None:
-    """Run every selected own_process test of item's file in one child pytest; keep their reports by node id."""
-    same_file = [other.nodeid for other in item.session.items
+    """Run every selected own_process test of item's file in one child pytest; keep their reports by node id.
+    A test the child did not finish (it crashed) gets one failed report holding the child's output."""
+    same_file = [other for other in item.session.items
                  if other.path == item.path and other.get_closest_marker("own_process")]
+    config = item.config
     fd, path = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)
     try:
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                                 *same_file], env={**os.environ, CHILD_REPORTS: path}, cwd=item.config.rootpath,
+                                 *(other.nodeid for other in same_file)],
+                                env={**os.environ, CHILD_REPORTS: path}, cwd=config.rootpath,
                                 capture_output=True, text=True)
         with open(path) as file:
             for line in file:
-                data = json.loads(line)
-                _child_reports.setdefault(data["nodeid"], []).append(data)
+                report = config.hook.pytest_report_from_serializable(config=config, data=json.loads(line))
+                if report.skipped and isinstance(report.longrepr, list):
+                    report.longrepr = tuple(report.longrepr)  # (path, line, reason): JSON made the tuple a list
+                _child_reports.setdefault(report.nodeid, []).append(report)
     finally:
         os.unlink(path)
-    for nodeid in same_file:
-        if not any(data["when"] == "call" or data["outcome"] != "passed" for data in _child_reports.get(nodeid, [])):
-            _child_reports[nodeid] = [{"crashed": True, "returncode": result.returncode,
-                                       "output": (result.stdout + result.stderr)[-6000:]}]
+    for other in same_file:
+        reports = _child_reports.get(other.nodeid, [])
+        if not any(report.when == "call" or not report.passed for report in reports):
+            _child_reports[other.nodeid] = [TestReport(
+                other.nodeid, other.location, {}, "failed",
+                f"the child pytest ended with exit code {result.returncode} before this test finished; its "
+                f"output:\n{(result.stdout + result.stderr)[-6000:]}", "call")]
 
 
 def pytest_runtest_protocol(item, nextitem):
@@ -83,13 +100,7 @@ def pytest_runtest_protocol(item, nextitem):
     if item.nodeid not in _child_reports:
         _run_child(item)
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for data in _child_reports.pop(item.nodeid):
-        if data.get("crashed"):
-            report = TestReport(item.nodeid, item.location, {}, "failed",
-                                f"the child pytest ended with exit code {data['returncode']} before this test "
-                                f"finished; its output:\n{data['output']}", "call")
-        else:
-            report = TestReport._from_json(data)
+    for report in _child_reports.pop(item.nodeid):
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
