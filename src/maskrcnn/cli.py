@@ -18,7 +18,8 @@ EXAMPLES = {
              "  maskrcnn train --data coco:annotations.json:images --config config.yaml --out runs/exp1 --epochs 24 --resume",
     "evaluate": "maskrcnn evaluate --weights runs/exp1/model.pt --data coco:val.json:val_images --out metrics.json",
     "predict": "maskrcnn predict --weights runs/exp1/model.pt photos/ extra.jpg --out predictions --score-threshold 0.5",
-    "validate": "maskrcnn validate --data coco:annotations.json:images",
+    "validate": "maskrcnn validate --data coco:annotations.json:images\n"
+                "  maskrcnn validate --data coco:annotations.json:images --preset matterport --set image_min_dim=1024",
     "export": "maskrcnn export --weights runs/exp1/model.pt --out model.onnx",
     "convert": "maskrcnn convert mask_rcnn_coco.h5 model.pt --class-names coco_names.txt",
     "convert-data": "maskrcnn convert-data --data labelme:labels/ --out labels/coco.json",
@@ -40,7 +41,11 @@ DETAILS = {  # what --help says of a command between its summary and its example
                "list: image_id, category_id, bbox [x, y, w, h], score, segmentation as RLE) and images.json (the COCO\n"
                "'images' and 'categories' those ids refer to, so pycocotools can load the results).",
     "validate": "Reads every annotation, image and mask; prints one line per problem (file, image id, annotation id,\n"
-                "what is wrong) and exits with status 1 when there is any, 0 when the data set is clean.",
+                "what is wrong) and exits with status 1 when there is any, 0 when the data set is clean.\n"
+                "Then compares the objects with the model config (--preset, --config or --weights; default: the\n"
+                "torchvision preset, as for train): a table of object sizes after resizing against anchor_scales,\n"
+                "the instances per image against detection_max_instances and the training ROI sample, and a\n"
+                "suggestion (--set FIELD=VALUE, as train takes it) for each misfit. This advice never fails the check.",
     "config": "Any field can be changed for a run with `maskrcnn train --set FIELD=VALUE` or in a --config file.",
 }
 
@@ -150,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = command("validate", "Check a data set without training and list every problem found.")
     validate.add_argument("--data", required=True, help=DATA_HELP)
+    validate.add_argument("--config", help="compare the objects with this config file (YAML or JSON)")
+    validate.add_argument("--preset", choices=["torchvision", "torchvision_v2", "matterport", "demo"], default=None,
+                          help="compare the objects with this preset, as train would build it (default: torchvision)")
+    validate.add_argument("--weights", help=f"compare the objects with the config of these weights: {WEIGHTS_HELP}")
+    validate.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field "
+                          "before the comparison, as for train (repeatable), e.g. --set anchor_scales=[16,32,64,128,256]")
 
     export = command("export", "Export a model to ONNX.")
     export.add_argument("--weights", required=True, help=WEIGHTS_HELP)
@@ -275,7 +286,9 @@ def cmd_predict(args) -> int:
 def cmd_validate(args) -> int:
     from .runs import validate
 
-    return 1 if any(problem.fatal for problem in validate(args.data)) else 0  # warnings alone do not fail
+    problems = validate(args.data, config_file=args.config, preset=args.preset, weights=args.weights,
+                        overrides=tuple(args.set))
+    return 1 if any(problem.fatal for problem in problems) else 0  # warnings and the fit report alone do not fail
 
 
 def cmd_export(args) -> int:

@@ -357,9 +357,13 @@ def _unique_name(stem: str, used: set) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- others
-def validate(data: str, *, report=print) -> list:
-    """Every problem of the data set spec `data`, one reported line each; the list of Problems."""
+def validate(data: str, *, config_file=None, preset=None, weights=None, overrides=(), report=print) -> list:
+    """Every problem of the data set spec `data`, one reported line each; the list of Problems. Then how the
+    objects fit the model config (data/config_fit.py): a config file, a preset (default: torchvision, as for
+    `train`) or the config saved with `weights`, then the FIELD=VALUE overrides. That report is advice: it adds
+    no Problem."""
     from .data import load_dataset_spec, validate_dataset
+    from .data.config_fit import ObjectCensus, fit_report
 
     kind = data.partition(":")[0].lower()
     # Build the data set however many instances are bad: the point is to list them all, not to refuse.
@@ -370,13 +374,38 @@ def validate(data: str, *, report=print) -> list:
         # The skips are listed below as problems; warnings here would print each of them twice.
         warnings.simplefilter("ignore")
         dataset = load_dataset_spec(data, allow_empty=True, **extra)
-    problems = validate_dataset(dataset)
+    # Before the long read of every image, so that a bad --set or config file stops it at once.
+    config, config_name = _config_to_fit(dataset, config_file=config_file, preset=preset, weights=weights,
+                                         overrides=overrides)
+    census = ObjectCensus()
+    problems = validate_dataset(dataset, on_masks=census.add)
     for problem in problems:
         report(str(problem))
+    for line in fit_report(census, config, config_name=config_name).lines():
+        report(line)
     fatal = sum(1 for problem in problems if problem.fatal)
     report(f"{len(dataset)} images checked, {len(problems)} problem(s), {fatal} of them fatal (training refuses "
            f"the data set until they are fixed)" if fatal else f"{len(dataset)} images checked, {len(problems)} problem(s)")
     return problems
+
+
+def _config_to_fit(dataset, *, config_file=None, preset=None, weights=None, overrides=()) -> tuple[Config, str]:
+    """(config, its name in words) that `validate` compares the objects with. Unlike `training_config`, a class
+    count other than the data set's is let through: it does not change how the objects fit."""
+    given = [option for option, value in (("--config", config_file), ("--preset", preset), ("--weights", weights)) if value]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --config, --preset and --weights to compare the data with, not {' and '.join(given)}")
+    if weights:
+        from .saving import load_weights
+
+        config, name = load_weights(weights).config, f"the config of {weights}"
+    elif config_file:
+        config, name = Config.load(config_file), str(config_file)
+    else:
+        config, name = PRESETS[preset or "torchvision"](num_classes=dataset.num_classes), f"the {preset or 'torchvision'} preset"
+    if overrides:
+        config, name = apply_overrides(config, overrides), f"{name} with {', '.join(overrides)}"
+    return config, name
 
 
 def export(weights: str, out, *, opset: int | None = None, report=print):

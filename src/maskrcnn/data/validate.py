@@ -16,7 +16,7 @@ from .problems import Problem, places_of, without_places
 __all__ = ["Problem", "validate_dataset"]
 
 
-def validate_dataset(dataset) -> list[Problem]:
+def validate_dataset(dataset, *, on_masks=None) -> list[Problem]:
     """Load every image and mask of `dataset`; return every problem found, in image order.
 
     Problems marked `fatal` make the data set unusable for training (an unreadable image, an unknown category,
@@ -24,6 +24,9 @@ def validate_dataset(dataset) -> list[Problem]:
     Starts with the problems recorded while the annotations were read (skipped instances, ...), then for
     each image: unreadable image or mask, masks of another size than the image, masks and class ids that
     disagree in number, class ids out of range, empty masks, and any warning raised while loading.
+
+    on_masks: called with each image's (N, H, W) masks and (N,) class ids once they load with matching
+    shapes, so a caller can look at them without reading the data set again (config_fit.ObjectCensus.add).
     """
     problems = list(getattr(dataset, "load_problems", []))
     num_classes = len(getattr(dataset, "class_info", [])) or None
@@ -32,14 +35,14 @@ def validate_dataset(dataset) -> list[Problem]:
         where = {"path": info.get("path") or dataset.image_reference(index), "image_id": info.get("id")}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            problems.extend(_check_image(dataset, index, where, num_classes))
+            problems.extend(_check_image(dataset, index, where, num_classes, on_masks))
         # Only warnings about the data; library deprecation notices (pycocotools on numpy 2) are not problems.
         problems.extend(Problem(message=str(w.message), **where) for w in caught
                         if issubclass(w.category, UserWarning))
     return problems
 
 
-def _check_image(dataset, index: int, where: dict, num_classes) -> list[Problem]:
+def _check_image(dataset, index: int, where: dict, num_classes, on_masks) -> list[Problem]:
     found = []
     image = None
     try:
@@ -58,6 +61,8 @@ def _check_image(dataset, index: int, where: dict, num_classes) -> list[Problem]
         found.append(Problem(message=f"load_mask returned masks of shape {masks.shape} and "
                                      f"{len(class_ids)} class ids; expected (N, H, W) and (N,)", fatal=True, **where))
         return found
+    if on_masks is not None:
+        on_masks(masks, class_ids)
     if image is not None and masks.shape[1:] != image.shape[:2]:
         found.append(Problem(message=f"masks are {masks.shape[1]}x{masks.shape[2]} but the image is "
                                      f"{image.shape[0]}x{image.shape[1]} (height x width)", fatal=True, **where))
