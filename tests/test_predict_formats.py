@@ -168,8 +168,8 @@ def test_an_unknown_format_is_refused(tmp_path):
     from maskrcnn.errors import ConfigError
     from maskrcnn.formats import make_writer
 
-    with pytest.raises(ConfigError, match="geojson"):
-        make_writer("geojson", tmp_path, MaskRCNN(Config.demo()))
+    with pytest.raises(ConfigError, match="coco, labelme, cvat, yolo, geojson"):
+        make_writer("shapefile", tmp_path, MaskRCNN(Config.demo()))
 
 
 @pytest.mark.parametrize("label_format, spec", [("coco", "coco:{}/annotations.json"), ("labelme", "labelme:{}"),
@@ -190,3 +190,74 @@ def test_an_object_in_two_pieces_reads_back_whole(tmp_path, label_format, spec):
     masks, class_ids = dataset.load_mask(0)
     assert len(class_ids) == 1 and dataset.class_names[class_ids[0]] == "dog"
     assert mask_iou(masks[0], pieces) >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------- tiled
+@pytest.fixture(scope="module")
+def predicted_tiled(tmp_path_factory):
+    """predict --tile 32 --overlap 8 once per format, on pictures holding TRUTH's objects, the model standing in
+    for by an oracle that reads the objects off each tile (label_oracle.py). No object fits in the overlap, so
+    every one is joined from the pieces of several tiles. No full-image mask is ever made (MaskCrops.full and
+    Detections.full_masks refuse)."""
+    from label_oracle import label_picture, oracle_predict, save_tiny_model
+
+    from maskrcnn.mask_crops import MaskCrops
+
+    root = tmp_path_factory.mktemp("tiled")
+    save_tiny_model(root / "model.pt")
+    photos = root / "photos"
+    photos.mkdir()
+    for name, objects in TRUTH.items():
+        Image.fromarray(label_picture(objects, HEIGHT, WIDTH)).save(photos / name)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a full-image mask was built from compact masks")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(MaskRCNN, "predict", oracle_predict)
+    patch.setattr(MaskCrops, "full", refuse)
+    patch.setattr(Detections, "full_masks", refuse)
+    try:
+        for label_format in ("coco", "labelme", "cvat", "yolo", "geojson"):
+            predict([photos], weights=root / "model.pt", out=root / "out", progress=False, report=lambda line: None,
+                    tile=32, overlap=8, label_format=label_format, workers=0)
+    finally:
+        patch.undo()
+    return root / "out"
+
+
+@pytest.mark.parametrize("spec", ["coco:{}/coco/annotations.json", "labelme:{}/labelme", "cvat:{}/cvat/annotations.xml",
+                                  "yolo:{}/yolo/data.yaml"])
+def test_tiled_predictions_read_back_in_every_format(predicted_tiled, spec):
+    check_read_back(load_dataset_spec(spec.format(predicted_tiled)))
+
+
+def test_tiled_geojson_polygons_match_the_objects_in_pixels(predicted_tiled):
+    from skimage import measure
+    from skimage.draw import polygon2mask
+
+    for name, truth in TRUTH.items():
+        collection = json.loads((predicted_tiled / "geojson" / f"{os.path.splitext(name)[0]}.geojson").read_text())
+        assert "crs" not in collection and collection["image"]["height"] == HEIGHT
+        assert len(collection["features"]) == len(truth)
+        for (label, mask), feature in zip(truth, collection["features"]):  # the oracle scores objects in order
+            assert feature["properties"]["class_name"] == NAMES[label - 1]
+            assert feature["properties"]["category_id"] == IDS[label - 1]
+            assert feature["geometry"]["type"] == "Polygon"
+            (ring,) = feature["geometry"]["coordinates"]
+            assert ring[0] == ring[-1]
+            points = np.array(ring[:-1])  # (K, 2) x y pixel edges -> row, col of pixel centres
+            drawn = polygon2mask((HEIGHT, WIDTH), points[:, ::-1] - 0.5)
+            assert mask_iou(drawn, mask) >= 0.9
+            # every vertex is a point of the whole mask's exact boundary (simplifying keeps a subset of them)
+            (boundary,) = measure.find_contours(np.pad(mask.astype(np.uint8), 1), 0.5)  # (K, 2) row, col padded
+            on_boundary = {tuple(v) for v in (boundary[:, ::-1] - 0.5).tolist()}  # -> x y pixel edges
+            assert {tuple(v) for v in points.tolist()} <= on_boundary
+
+
+def test_cvat_mask_runs_of_a_crop_are_placed_by_its_offset():
+    crop = np.zeros((3, 4), dtype=bool)
+    crop[1, 1:3] = True  # in the image: row 11, columns 21..22
+    attributes = _cvat_rle(crop, 20, 10)
+    assert (attributes["left"], attributes["top"], attributes["width"], attributes["height"]) == ("21", "11", "2", "1")
+    assert attributes["rle"] == "0, 2"

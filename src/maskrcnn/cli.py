@@ -149,9 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=1, metavar="N", help="with --tile: tiles predicted together (default: 1)")
     predict.add_argument("--max-detections", type=int, default=None, metavar="N", help="keep at most N detections per image, by score "
                          "(default: all the model gives; with --tile, no cap over the whole image)")
-    predict.add_argument("--format", choices=("coco", "labelme", "cvat", "yolo"), default=None, help="also write the detections "
-                         "as that tool's files in OUT/FORMAT (masks traced as polygons; needs scikit-image), to correct "
-                         "them there and train on the result")
+    predict.add_argument("--format", choices=("coco", "labelme", "cvat", "yolo", "geojson"), default=None, help="also write the "
+                         "detections as that tool's files in OUT/FORMAT (masks traced as polygons; needs scikit-image), to "
+                         "correct them there and train on the result; geojson: OUT/geojson/NAME.geojson per image, in a "
+                         "GeoTIFF's map coordinates and CRS (needs rasterio: pip install 'maskrcnn[geo]'), else in pixels")
 
     validate = command("validate", "Check a data set without training and list every problem found.")
     validate.add_argument("--data", required=True, help=DATA_HELP)

@@ -1,5 +1,6 @@
 """Detections written as a labelling tool's files (`maskrcnn predict --format coco|labelme|cvat|yolo`), so a
-model pre-labels images that a person then corrects in the tool, and the corrected files train the next model.
+model pre-labels images that a person then corrects in the tool, and the corrected files train the next model;
+and as GeoJSON (`--format geojson`, geo.py: map coordinates of a GeoTIFF, else pixel coordinates).
 
 Each format writes a self-contained folder: the annotation files and the images (hard links where the file
 system allows, else copies) laid out as the tool exports them, so the folder opens in the tool and reads
@@ -9,18 +10,18 @@ back with the matching data set spec:
     labelme  NAME.json beside NAME.jpg          labelme:DIR                     (score in each shape's description)
     cvat     annotations.xml, images/           cvat:DIR/annotations.xml        (CVAT for images 1.1)
     yolo     data.yaml, images/, labels/        yolo:DIR/data.yaml              (Ultralytics segmentation)
+    geojson  NAME.geojson (no images: a GIS opens them beside the originals)  (score in each feature's properties)
 
-Masks become polygons: the outer boundaries of each mask (skimage.measure.find_contours at level 0.5, so the
-line runs along the pixel edges), simplified with Douglas-Peucker to `tolerance` pixels
-(skimage.measure.approximate_polygon). Holes are not kept (polygons in these tools have none). An object in
-several pieces is several polygons: one COCO annotation, LabelMe shapes sharing a group_id, a CVAT <mask>
-(exact run lengths), and in YOLO (one polygon a line) its largest piece. Tracing needs scikit-image (the
-`formats` extra: pip install maskrcnn[formats]).
+Masks become polygons (polygons.py: outer boundaries along the pixel edges, simplified to `tolerance` pixels,
+traced over each mask's box, so the compact masks of tiled prediction are never expanded to the whole image).
+Holes are not kept (polygons in these tools have none). An object in several pieces is several polygons: one
+COCO annotation, LabelMe shapes sharing a group_id, a CVAT <mask> (exact run lengths), and in YOLO (one polygon
+a line) its largest piece. Tracing needs scikit-image (the `formats` extra: pip install maskrcnn[formats]).
 
 Category ids are the model's (categories.py): COCO keeps them; LabelMe and CVAT name classes; YOLO's class c is
 the model's class c + 1 (YOLO numbers classes from 0, in the model's order).
 
-Shape letters: H, W: an image's height and width; K: a polygon's points.
+Shape letters: H, W: an image's height and width; h, w: a mask crop's; K: a polygon's points.
 """
 from __future__ import annotations
 
@@ -32,36 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import categories
+from . import categories, geo
 from .errors import ConfigError
+from .polygons import TOLERANCE, check_tracing, mask_polygons, outlines  # noqa: F401 (mask_polygons: public here too)
 from .structures import Detections
 
-FORMATS = ("coco", "labelme", "cvat", "yolo")
-TOLERANCE = 1.0  # pixels a simplified polygon may stray from the traced boundary
-
-
-# ---------------------------------------------------------------------------------------------- tracing
-def mask_polygons(mask: np.ndarray, tolerance: float = TOLERANCE) -> list[np.ndarray]:
-    """The outer boundaries of a (H, W) bool mask as polygons (K, 2) x y in COCO's pixel-edge coordinates
-    (pixel (r, c) covers [c, c+1] x [r, r+1]), largest first; pieces too small for 3 points are left out."""
-    try:
-        from skimage import measure
-    except ImportError as error:
-        raise ConfigError("tracing masks as polygons needs scikit-image: pip install 'maskrcnn[formats]'") from error
-    padded = np.pad(np.asarray(mask, dtype=np.uint8), 1)  # (H+2, W+2): boundaries at the image edge close too
-    polygons = []
-    for contour in measure.find_contours(padded, 0.5):  # (K, 2) row, col of pixel centres, closed
-        rows, cols = contour[:, 0], contour[:, 1]
-        # Shoelace area with x = col, y = row: positive for find_contours' outer boundaries, negative for holes.
-        area = 0.5 * float(np.sum(cols * np.roll(rows, -1) - np.roll(cols, -1) * rows))
-        if area <= 0:
-            continue
-        simplified = measure.approximate_polygon(contour, tolerance)[:-1]  # the closing point repeats the first
-        if len(simplified) < 3:
-            continue
-        # (K, 2) row, col in the padded array -> x, y: one pixel of padding off, then centres to edges (+0.5)
-        polygons.append((area, simplified[:, ::-1] - 1.0 + 0.5))
-    return [polygon for _, polygon in sorted(polygons, key=lambda item: -item[0])]
+FORMATS = ("coco", "labelme", "cvat", "yolo", "geojson")
 
 
 def _place_image(source: Path, target: Path) -> None:
@@ -73,10 +50,6 @@ def _place_image(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _masks(detections: Detections) -> np.ndarray:
-    return detections.to("cpu").full_masks().numpy().astype(bool)  # (N, H, W)
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -94,16 +67,15 @@ class CocoWriter:
         _place_image(path, self.folder / name)
         image_id = len(self.data["images"]) + 1
         self.data["images"].append({"id": image_id, "file_name": name, "height": int(size[0]), "width": int(size[1])})
-        for k, mask in enumerate(_masks(detections)):
-            polygons = mask_polygons(mask, self.tolerance)
-            if not polygons:
+        for k, outline in enumerate(outlines(detections, self.tolerance)):
+            if not outline.polygons:
                 continue
             x1, y1, x2, y2 = (float(v) for v in detections.boxes[k])
             self.data["annotations"].append({
                 "id": len(self.data["annotations"]) + 1, "image_id": image_id,
                 "category_id": self.category_ids[int(detections.labels[k])],
-                "segmentation": [[round(float(v), 2) for v in polygon.ravel()] for polygon in polygons],
-                "area": float(mask.sum()), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0,
+                "segmentation": [[round(float(v), 2) for v in polygon.ravel()] for polygon in outline.polygons],
+                "area": float(outline.area), "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0,
                 "score": round(float(detections.scores[k]), 4)})
 
     def close(self) -> Path:
@@ -123,8 +95,8 @@ class LabelMeWriter:
         image_name = f"{picture}{path.suffix}"
         _place_image(path, self.folder / image_name)
         shapes = []
-        for k, mask in enumerate(_masks(detections)):
-            polygons = mask_polygons(mask, self.tolerance)
+        for k, outline in enumerate(outlines(detections, self.tolerance)):
+            polygons = outline.polygons
             for polygon in polygons:
                 shapes.append({"label": self.class_names[int(detections.labels[k])],
                                "points": [[round(float(x), 2), round(float(y), 2)] for x, y in polygon],
@@ -158,15 +130,14 @@ class CvatWriter:
         _place_image(path, self.folder / "images" / name)
         image = ElementTree.SubElement(self.root, "image", id=str(len(self.root.findall("image"))), name=name,
                                        width=str(size[1]), height=str(size[0]))
-        for k, mask in enumerate(_masks(detections)):
+        for k, outline in enumerate(outlines(detections, self.tolerance)):
             common = {"label": self.class_names[int(detections.labels[k])], "source": "auto", "occluded": "0",
                       "z_order": "0"}
-            polygons = mask_polygons(mask, self.tolerance)
-            if len(polygons) == 1:
-                points = ";".join(f"{x:.2f},{y:.2f}" for x, y in polygons[0])
+            if len(outline.polygons) == 1:
+                points = ";".join(f"{x:.2f},{y:.2f}" for x, y in outline.polygons[0])
                 ElementTree.SubElement(image, "polygon", points=points, **common)
-            elif mask.any():
-                ElementTree.SubElement(image, "mask", **common, **_cvat_rle(mask))
+            elif outline.crop.any():
+                ElementTree.SubElement(image, "mask", **common, **_cvat_rle(outline.crop, outline.x0, outline.y0))
 
     def close(self) -> Path:
         path = self.folder / "annotations.xml"
@@ -175,18 +146,19 @@ class CvatWriter:
         return path
 
 
-def _cvat_rle(mask: np.ndarray) -> dict:
-    """CVAT's mask attributes: run lengths over the mask's box, row by row, starting with a background run."""
+def _cvat_rle(mask: np.ndarray, x0: int = 0, y0: int = 0) -> dict:
+    """CVAT's mask attributes: run lengths over the mask's box, row by row, starting with a background run.
+    mask: (h, w) bool, a crop whose top-left pixel is (x0, y0) in the image (the whole image: 0, 0)."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    top, left = int(rows[0]), int(cols[0])
+    top, left = int(rows[0]), int(cols[0])  # in the crop
     part = mask[top:rows[-1] + 1, left:cols[-1] + 1].ravel()  # (h*w,) row-major
     edges = np.flatnonzero(np.diff(part.astype(np.int8))) + 1  # where a run ends
     runs = np.diff(np.concatenate([[0], edges, [part.size]]))
     if part[0]:
         runs = np.concatenate([[0], runs])  # the first run is background, here empty
     height, width = rows[-1] + 1 - top, cols[-1] + 1 - left
-    return {"rle": ", ".join(str(int(r)) for r in runs), "left": str(left), "top": str(top), "width": str(width),
-            "height": str(height)}
+    return {"rle": ", ".join(str(int(r)) for r in runs), "left": str(left + x0), "top": str(top + y0),
+            "width": str(width), "height": str(height)}
 
 
 class YoloWriter:
@@ -201,10 +173,9 @@ class YoloWriter:
         _place_image(path, self.folder / "images" / f"{picture}{path.suffix}")
         height, width = size
         lines = []
-        for k, mask in enumerate(_masks(detections)):
-            polygons = mask_polygons(mask, self.tolerance)
-            if polygons:
-                normalised = polygons[0] / np.array([width, height], dtype=np.float64)  # (K, 2) in [0, 1]
+        for k, outline in enumerate(outlines(detections, self.tolerance)):
+            if outline.polygons:
+                normalised = outline.polygons[0] / np.array([width, height], dtype=np.float64)  # (K, 2) in [0, 1]
                 lines.append(" ".join([str(int(detections.labels[k]) - 1)] + [f"{v:.6f}" for v in normalised.ravel()]))
         labels = self.folder / "labels" / f"{picture}.txt"
         labels.parent.mkdir(parents=True, exist_ok=True)
@@ -219,15 +190,19 @@ class YoloWriter:
         return path
 
 
-WRITERS = {"coco": CocoWriter, "labelme": LabelMeWriter, "cvat": CvatWriter, "yolo": YoloWriter}
+WRITERS = {"coco": CocoWriter, "labelme": LabelMeWriter, "cvat": CvatWriter, "yolo": YoloWriter,
+           "geojson": geo.GeoJsonWriter}
 
 
-def make_writer(name: str, folder, predictor, *, tolerance: float = TOLERANCE):
+def make_writer(name: str, folder, predictor, *, tolerance: float = TOLERANCE, images=()):
     """The writer of format `name` into `folder`, for a predictor's classes: add(image path, picture name, (H, W),
-    Detections) for each image, then close() (the file or folder to open in the tool)."""
+    Detections) for each image (full or compact masks), then close() (the file or folder to open in the tool).
+    images: the image files that will be added, checked now for what their format needs (a GeoTIFF: rasterio)."""
     if name not in WRITERS:
         raise ConfigError(f"--format {name!r}: choose one of {', '.join(FORMATS)}")
-    mask_polygons(np.zeros((1, 1), dtype=bool))  # a missing scikit-image is said now, not after the predictions
+    check_tracing()  # a missing scikit-image is said now, not after the predictions
+    if name == "geojson":
+        geo.check_inputs(images)  # so is a missing rasterio for a GeoTIFF
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return WRITERS[name](folder, predictor, tolerance)

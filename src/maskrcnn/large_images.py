@@ -5,7 +5,9 @@ the model takes: (h, w, 3) uint8 RGB for arrays and files, (3, h, w) float for t
 
 - numpy arrays and tensors are sliced, never copied whole;
 - TIFF files go through tifffile: memory-mapped where the file stores its pixels uncompressed and contiguous
-  (only the windows read are paged in), otherwise decoded once;
+  (only the windows read are paged in); otherwise (compressed or tiled storage, as most GeoTIFFs) through
+  rasterio's windowed reads when rasterio is installed (only the blocks under a window are decoded), else decoded
+  once. Both have a `georeference` (geo.py: the GeoTIFF's geotransform and CRS, or None);
 - PNG, JPEG and the other Pillow formats are decoded once into Pillow's own buffer, and each window is converted
   on its own, so the image is never held twice (a Pillow image and a numpy copy of it).
 
@@ -18,8 +20,11 @@ Shape letters: H, W: the image's height and width; h, w: a window's.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -80,6 +85,51 @@ class TiffSource(ArraySource):
             array = array.transpose(1, 2, 0)  # planar (C, H, W) -> a (H, W, C) view
         super().__init__(array, name=path)
 
+    @functools.cached_property
+    def georeference(self):
+        """geo.Georeference of a GeoTIFF (read on first use; needs rasterio then), None for a plain TIFF."""
+        from .geo import read_georeference
+
+        return read_georeference(self.name)
+
+
+class RasterioSource:
+    """A TIFF through rasterio (GDAL), read one window at a time: only the blocks under a window are decoded, so a
+    compressed or tiled file is never held whole. Bands are the image's channels (1: gray, 3: RGB, 4: RGBA)."""
+
+    def __init__(self, path: str):
+        from .geo import require_rasterio
+
+        rasterio = require_rasterio(path)
+        self.name = path
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # a plain TIFF is fine here
+                self.dataset = rasterio.open(path)
+        except rasterio.errors.RasterioError as error:
+            raise DataError(f"{path}: cannot read the TIFF ({error}); is the file complete?") from error
+        if self.dataset.count not in (1, 3, 4):
+            raise DataError(f"{path}: {self.dataset.count} bands; expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+        self.height, self.width = int(self.dataset.height), int(self.dataset.width)
+
+    def read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """(y1 - y0, x1 - x0, 3) uint8 RGB (the dtype rules of `data.images.to_rgb_array`)."""
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        try:
+            bands = self.dataset.read(window=Window(x0, y0, x1 - x0, y1 - y0))  # (C, h, w)
+        except RasterioError as error:  # a block that does not decode (a truncated or damaged file)
+            raise DataError(f"{self.name}: cannot read the window x {x0}..{x1}, y {y0}..{y1} ({error})") from error
+        return to_rgb_array(bands.transpose(1, 2, 0))  # (C, h, w) -> (h, w, C)
+
+    @functools.cached_property
+    def georeference(self):
+        """geo.Georeference of a GeoTIFF, None for a plain TIFF."""
+        from .geo import read_georeference
+
+        return read_georeference(self.name)
+
 
 class PillowSource:
     """A PNG, JPEG, ... decoded once into Pillow's buffer, upright per EXIF; each window converted on its own."""
@@ -104,14 +154,34 @@ class PillowSource:
 
 
 def open_image(path, *, max_pixels: int | None = None):
-    """An image file as a windowed source (TiffSource for .tif/.tiff, PillowSource otherwise)."""
+    """An image file as a windowed source: for .tif/.tiff a TiffSource where tifffile can memory-map the pixels,
+    else a RasterioSource when rasterio is installed, else a TiffSource decoded once (`_open_tiff`); PillowSource
+    otherwise."""
     path = os.fspath(path)
     _check_file(path)
     if os.path.splitext(path)[1].lower() in TIFF_SUFFIXES:
-        source = TiffSource(path)
+        source = _open_tiff(path)
         _check_pixels(path, (source.width, source.height), max_pixels)
         return source
     return PillowSource(path, max_pixels=max_pixels)
+
+
+def _open_tiff(path: str):
+    """RasterioSource for a TIFF that cannot be memory-mapped when rasterio is installed, else TiffSource."""
+    if importlib.util.find_spec("rasterio") is not None and not _memory_mappable(path):
+        return RasterioSource(path)
+    return TiffSource(path)
+
+
+def _memory_mappable(path: str) -> bool:
+    """Whether tifffile can memory-map the TIFF's first image (stored uncompressed and contiguous)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            return tiff.series[0].levels[0].dataoffset is not None
+    except (OSError, ValueError, IndexError):  # tifffile.TiffFileError is a ValueError
+        return True  # TiffSource says what is wrong with the file
 
 
 def as_source(image):

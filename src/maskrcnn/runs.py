@@ -276,7 +276,8 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     (tiling.py); the image is read a window at a time and `read_image`'s size guard does not apply.
     max_detections: keep at most this many detections per image, by score (None: all).
     label_format: also write the detections as "coco", "labelme", "cvat" or "yolo" files into out/FORMAT/
-    (formats.py), masks traced as polygons, for correcting in that tool.
+    (formats.py), masks traced as polygons, for correcting in that tool; or "geojson": out/geojson/NAME.geojson,
+    polygons in a GeoTIFF's map coordinates, else in pixels (geo.py).
     workers: threads that decode the next images, and one that writes the pictures, while the model runs
     (pipeline.py); 0: each step in turn. The images/s figure is reported at the end."""
     import time
@@ -305,7 +306,7 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     if label_format is not None:
         from .formats import make_writer
 
-        writer = make_writer(label_format, out / label_format, predictor)  # the detections as a labelling tool's files
+        writer = make_writer(label_format, out / label_format, predictor, images=paths)  # a labelling tool's files
     (out / "images").mkdir(parents=True, exist_ok=True)
     results, images, used_names, unreadable = [], [], set(), []
     shown = score_threshold if score_threshold is not None else PICTURE_SCORE_THRESHOLD
