@@ -1,6 +1,6 @@
 """`maskrcnn serve` (src/maskrcnn/serve/): the API answers as `model.predict` on the same image, refuses every bad
 request with a 4xx and {"error"} and keeps serving, queues concurrent clients to a fixed number of workers, and
-serves an exported ONNX model behind the same API.
+serves an exported ONNX model (onnxruntime, OpenVINO) behind the same API.
 
 Most tests use FastAPI's TestClient; the concurrency and disconnect tests use a real socket (uvicorn in a thread).
 """
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +29,7 @@ require_serve_extra()  # a missing dependency fails the module with what to run,
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from maskrcnn import Detections  # noqa: E402
 from maskrcnn.data import read_image  # noqa: E402
 from maskrcnn.saving import save  # noqa: E402
 from maskrcnn.serve import BackgroundServer, ServerSettings, WorkerPool, build_app, create_app  # noqa: E402
@@ -348,6 +350,43 @@ def test_onnx_backend_behind_the_same_api(model, image_files, tmp_path):
     refused(client.post("/predict", files={"image": ("x.png", b"nope")}), 415, "not an image")
     pool.close()
     torch.set_num_threads(THREADS)  # build_app gave the process all cores; the suite runs with its own count
+
+
+def answer_detections(answer: dict) -> Detections:
+    """The detections of a /predict answer, masks decoded by pycocotools."""
+    found = answer["detections"]
+    masks = [mask_utils.decode({"size": d["mask"]["size"], "counts": d["mask"]["counts"].encode("ascii")}) for d in found]
+    return Detections(torch.tensor([d["box"] for d in found], dtype=torch.float32).reshape(-1, 4),
+                      torch.tensor([d["label"] for d in found], dtype=torch.int64),
+                      torch.tensor([d["score"] for d in found], dtype=torch.float32),
+                      torch.from_numpy(np.stack(masks).astype(bool)) if masks
+                      else torch.zeros(0, answer["height"], answer["width"], dtype=torch.bool))
+
+
+@pytest.mark.own_process  # loads OpenVINO: see conftest.py
+def test_openvino_backend_behind_the_same_api_with_two_workers(model, image_files, tmp_path):
+    """Two workers answer concurrent requests through one OpenVINO model: each answer is model.predict's within
+    the ONNX parity tolerances (an infer request shared between threads mixed the answers up)."""
+    pytest.importorskip("openvino")
+    from test_export import assert_same
+
+    from maskrcnn.export import to_onnx
+
+    path = to_onnx(model, tmp_path / "model.onnx")
+    app, pool = build_app(onnx=path, backend="openvino", workers=2)
+    names = ["rgb.png", "gray.png", "rgba.png", "gray16.png", "rotated.jpg"] * 2
+    with BackgroundServer(app) as server:
+        info = json.loads(urllib.request.urlopen(f"{server.url}/model", timeout=30).read())
+        with ThreadPoolExecutor(len(names)) as clients:
+            answers = list(clients.map(lambda name: post_image(server.url, image_files[name].read_bytes()), names))
+    pool.close()
+    torch.set_num_threads(THREADS)
+    assert info["backend"] == "openvino" and info["workers"] == 2
+    for name, (status, answer) in zip(names, answers):
+        assert status == 200, answer
+        expected = model.predict([read_image(image_files[name])])[0]
+        assert len(expected) > 0 and (answer["height"], answer["width"]) == expected.image_size
+        assert_same(expected, answer_detections(answer))
 
 
 def test_serve_command_starts_and_answers(model, tmp_path):

@@ -1,4 +1,5 @@
-"""Inference backends for `maskrcnn predict` and `maskrcnn evaluate`, and `auto`: the fastest correct one here.
+"""Inference backends for `maskrcnn predict`, `maskrcnn evaluate` and `maskrcnn serve`, and `auto`: the fastest
+correct one here.
 
 Backends (each a predictor with `config`, `class_names` and `predict(images, score_threshold=None)`):
     torch        MaskRCNN.predict                      needs --weights
@@ -7,12 +8,18 @@ Backends (each a predictor with `config`, `class_names` and `predict(images, sco
     auto         the fastest of those that run here and give PyTorch's detections, measured once per machine
                  and model, the choice cached in a small JSON file
 
-`auto` exports the weights to ONNX itself (into the cache folder) when no --onnx is given, times each backend
-on one probe image the size the config resizes to (one warm-up call each, then alternating rounds, the median),
-checks each backend's detections against PyTorch's with the parity tests' tolerances, and keeps the fastest
-that agrees. The measurement is keyed by the CPU (model name and instruction-set flags), the thread count, the
-library versions, and the model files' contents, so a new machine, a new version or new weights measure again.
-Cache folder: $MASKRCNN_CACHE_DIR, else $XDG_CACHE_HOME/maskrcnn, else ~/.cache/maskrcnn.
+`auto` exports the weights to ONNX itself (into the cache folder) when no --onnx is given, then measures each
+backend in a process of its own (backend_probe.py): onnxruntime and OpenVINO loaded into one process corrupted
+its heap on an AMD EPYC, so no two backends share one, and a backend whose process crashes or raises is recorded
+as not usable here, with the reason, instead of taking the caller down. The processes run one after another with
+the same thread count; each times its backend on one probe image the size the config resizes to, after one
+warm-up call, over PROBE_ROUNDS runs, and the median counts. Rounds cannot alternate between backends across
+processes as they could in one, so a change in the machine's load while one backend runs can favour another;
+the median keeps a single disturbed run from deciding. Each backend's detections come back to this process,
+which checks them against PyTorch's with the parity tests' tolerances, keeps the fastest that agrees, and builds
+that one backend only. The measurement is keyed by the CPU (model name and instruction-set flags), the thread
+count, the library versions, and the model files' contents, so a new machine, a new version or new weights
+measure again. Cache folder: $MASKRCNN_CACHE_DIR, else $XDG_CACHE_HOME/maskrcnn, else ~/.cache/maskrcnn.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import json
 import os
 import platform
 import statistics
-import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -33,7 +40,7 @@ from .files import atomic_write_json
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CHOICES = BACKENDS + ("auto",)
 CACHE_FILE = "backends.json"
-PROBE_ROUNDS = 3
+PROBE_ROUNDS = 5  # timed runs of each backend after its warm-up
 
 
 def cache_dir() -> Path:
@@ -69,12 +76,12 @@ def file_digest(path) -> str:
 
 
 def _versions() -> dict:
-    versions = {"torch": torch.__version__}
+    """The backends' library versions, read from the installed packages' metadata: importing onnxruntime and
+    openvino here would put both into this process."""
+    versions, distributions = {"torch": torch.__version__}, metadata.packages_distributions()
     for module in ("onnxruntime", "openvino"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            versions[module] = None
+        names = distributions.get(module, [])  # the import name's distribution: onnxruntime-gpu installs onnxruntime
+        versions[module] = metadata.version(names[0]) if names else None
     return versions
 
 
@@ -122,48 +129,53 @@ def probe_image(config) -> torch.Tensor:
     return torch.rand(3, height, height * 4 // 3, generator=generator)
 
 
-def measure(predictors: dict, rounds: int = PROBE_ROUNDS) -> tuple[dict, dict]:
-    """(median seconds per image, agrees with the reference) for each predictor on the config's probe image;
-    the reference is "torch" when present, else the first. A backend that raises is left out of both."""
-    reference_name = "torch" if "torch" in predictors else next(iter(predictors))
-    image = probe_image(predictors[reference_name].config)
-    expected = predictors[reference_name].predict([image])[0]  # also torch's warm-up
-    agrees, times = {reference_name: True}, {}
-    for name, predictor in predictors.items():
-        if name != reference_name:
-            try:
-                agrees[name] = same_detections(expected, predictor.predict([image])[0])  # also the warm-up
-            except Exception:  # noqa: BLE001 a backend that cannot run this graph is simply not chosen
-                continue
-        times[name] = []
-    for _ in range(rounds):
-        for name in times:  # A B C A B C ...: a change in the machine's load hits all alike
-            started = time.perf_counter()
-            predictors[name].predict([image])
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}, agrees
+def pick(measured: dict, unusable: dict[str, str]) -> dict:
+    """The cache entry for these measurements (backend_probe.Measurement by backend name; the reasons of those
+    that did not run): the fastest backend whose detections agree with the reference, which is "torch" when it
+    ran, else the first that ran."""
+    if not measured:
+        reasons = "; ".join(f"{name}: {why}" for name, why in unusable.items())
+        raise MaskRCNNError(f"backend auto: no backend runs here: {reasons}")
+    reference = measured["torch" if "torch" in measured else next(iter(measured))].detections
+    seconds = {name: statistics.median(found.seconds) for name, found in measured.items()}
+    agrees = {name: same_detections(reference, found.detections) for name, found in measured.items()}
+    return {"backend": min((name for name in measured if agrees[name]), key=seconds.__getitem__),
+            "seconds": seconds, "agrees": agrees, "unusable": dict(unusable)}
 
 
-def choose(weights=None, onnx=None, *, threads: int | None = None, report=print):
-    """The fastest backend that gives PyTorch's detections for this model on this machine, measured the first
-    time and then read from the cache; says which and why through `report`."""
+def load(backend: str, *, weights=None, onnx=None, threads: int | None = None, report=print) -> tuple[str, object]:
+    """(the backend's name, its predictor): the named backend, or for "auto" the one `choose` picks here."""
+    if backend == "auto":
+        return choose(weights, onnx, threads=threads, report=report)
+    return backend, build(backend, weights=weights, onnx=onnx, threads=threads)
+
+
+def choose(weights=None, onnx=None, *, threads: int | None = None, report=print, candidates: dict | None = None):
+    """(name, predictor) of the fastest backend that gives PyTorch's detections for this model on this machine,
+    measured the first time and then read from the cache; says which and why through `report`.
+
+    candidates: the backends to measure, name -> builder, a module-level function called as
+        `builder(name, weights=, onnx=, threads=)` in each backend's process and again here for the one chosen
+        (default: `build` for each of BACKENDS).
+    """
     if not weights and not onnx:
         raise ConfigError("--backend auto needs --weights (and optionally --onnx)")
+    candidates = candidates or {name: build for name in BACKENDS}
     folder = cache_dir()
     cpu, flags = cpu_description()
-    threads = threads or torch.get_num_threads()
+    threads, versions = threads or torch.get_num_threads(), _versions()
     models = {"weights": file_digest(weights) if weights and Path(weights).is_file() else weights,
               "onnx": file_digest(onnx) if onnx else None}
-    key = hashlib.sha256(json.dumps([cpu, flags, threads, _versions(), models], sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([cpu, flags, threads, versions, models], sort_keys=True).encode()).hexdigest()[:24]
     cache = folder / CACHE_FILE
     try:
         entries = json.loads(cache.read_text())
     except (OSError, ValueError):
         entries = {}
     entry = entries.get(key)
-    if entry is None or entry.get("backend") not in BACKENDS or (entry.get("onnx") and not Path(entry["onnx"]).is_file()):
-        entry = _measure_backends(weights, onnx, threads, folder, models, report)
-        entry.update(cpu=cpu, flags=flags, threads=threads, versions=_versions(),
+    if entry is None or entry.get("backend") not in candidates or (entry.get("onnx") and not Path(entry["onnx"]).is_file()):
+        entry = _measure_backends(weights, onnx, threads, folder, models, candidates, report)
+        entry.update(cpu=cpu, flags=flags, threads=threads, versions=versions,
                      measured=datetime.datetime.now().isoformat(timespec="seconds"))
         entries[key] = entry
         folder.mkdir(parents=True, exist_ok=True)
@@ -171,30 +183,39 @@ def choose(weights=None, onnx=None, *, threads: int | None = None, report=print)
         how = f"measured now, cached in {cache}"
     else:
         how = f"measured {entry['measured']}, cached in {cache}"
-    seconds = ", ".join(f"{name} {value:.3f} s" + ("" if entry["agrees"].get(name) else " (differs, not used)")
-                        for name, value in entry["seconds"].items())
-    report(f"backend auto: {entry['backend']} ({seconds} per image on {cpu}, {threads} threads; {how})")
-    return build(entry["backend"], weights=weights, onnx=entry.get("onnx") or onnx, threads=threads)
+    results = [f"{name} {value:.3f}" + ("" if entry["agrees"].get(name) else " (differs, not used)")
+               for name, value in entry["seconds"].items()]
+    results += [f"{name} not usable here ({why})" for name, why in entry.get("unusable", {}).items()]
+    threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
+    report(f"backend auto: {entry['backend']} (seconds per image on {cpu}, {threads_text}: {', '.join(results)}; {how})")
+    name = entry["backend"]
+    return name, candidates[name](name, weights=weights, onnx=entry.get("onnx") or onnx, threads=threads)
 
 
-def _measure_backends(weights, onnx, threads, folder, models, report) -> dict:
-    predictors = {}
-    if weights:
-        predictors["torch"] = build("torch", weights=weights)
-        if not onnx:
-            from .export import to_onnx
+def _measure_backends(weights, onnx, threads, folder, models, candidates, report) -> dict:
+    """Each candidate measured in its own process, one after another (backend_probe.py); the entry `pick` makes."""
+    from .backend_probe import BackendUnusable, measure_in_child
 
-            onnx = folder / "onnx" / f"{models['weights']}.onnx"
-            if not onnx.is_file():
-                report(f"backend auto: exporting {weights} to {onnx} to measure the ONNX backends")
-                to_onnx(predictors["torch"], onnx)
-    for name in ("onnxruntime", "openvino"):
+    names = [name for name in candidates if weights or name != "torch"]
+    measured, unusable = {}, {}
+    if not onnx and any(name != "torch" for name in names):
+        from .export import to_onnx
+
+        onnx = folder / "onnx" / f"{models['weights']}.onnx"
+        if not onnx.is_file():
+            report(f"backend auto: exporting {weights} to {onnx} to measure the ONNX backends")
+            try:
+                to_onnx(build("torch", weights=weights), onnx)
+            except ImportError as error:  # the onnx extra is missing: PyTorch alone is measured
+                unusable = {name: f"no ONNX file: {error}" for name in names if name != "torch"}
+                names, onnx = [name for name in names if name == "torch"], None
+    report(f"backend auto: measuring {', '.join(names)}, each in a process of its own (a warm-up, then "
+           f"{PROBE_ROUNDS} timed runs on one image; once per machine and model)")
+    for name in names:
         try:
-            predictors[name] = build(name, onnx=onnx, threads=threads)
-        except (MaskRCNNError, ImportError) as error:
-            report(f"backend auto: {name} not available ({error})")
-    report(f"backend auto: measuring {', '.join(predictors)} ({PROBE_ROUNDS} rounds on one image; once per machine and model)")
-    seconds, agrees = measure(predictors)
-    usable = [name for name in seconds if agrees.get(name)]
-    return {"backend": min(usable, key=seconds.__getitem__), "seconds": seconds, "agrees": agrees,
-            "onnx": str(onnx) if onnx else None}
+            measured[name] = measure_in_child(name, candidates[name], weights=weights, onnx=onnx, threads=threads,
+                                              rounds=PROBE_ROUNDS)
+        except BackendUnusable as error:
+            unusable[name] = str(error)
+            report(f"backend auto: {name} not usable here ({error})")
+    return {**pick(measured, unusable), "onnx": str(onnx) if onnx else None}

@@ -174,10 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--class-names", help="a text file with one class name per line (background first, or without it)")
 
     serve = command("serve", "Serve a model over HTTP (POST /predict, GET /health, GET /model) with a page to try it at GET /.")
-    serve.add_argument("--weights", required=True, help=f"{WEIGHTS_HELP}, or a .onnx file with --backend onnxruntime")
+    serve.add_argument("--weights", help=f"{WEIGHTS_HELP}, or a .onnx file with --backend onnxruntime or openvino")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    serve.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
+    serve.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
     serve.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images with 413 (default: 40000000)")
     serve.add_argument("--workers", type=int, default=1, help="model workers; the CPU's cores are divided among them and "
                        "requests queue for a free one (default: 1)")
@@ -309,7 +310,7 @@ def cmd_convert(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(args.weights, host=args.host, port=args.port, backend=args.backend, max_pixels=args.max_pixels,
+    serve(args.weights, host=args.host, port=args.port, backend=args.backend, onnx=args.onnx, max_pixels=args.max_pixels,
           workers=args.workers, report=lambda line: print(line, flush=True))
     return 0
 

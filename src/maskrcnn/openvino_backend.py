@@ -18,6 +18,7 @@ float32 in the third digit, so ties in ranking and counts near a threshold may d
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -114,12 +115,14 @@ class OpenVinoPredictor:
         if threads is not None:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", properties)
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()  # one infer request per calling thread: a request runs one inference at a time
         self.outputs = [self.compiled.output(name) for name in _OUTPUT_NAMES]
 
     def run(self, image: np.ndarray, window: np.ndarray, min_confidence: float) -> list[np.ndarray]:
         """The graph on one preprocessed image (3, Hp, Wp) float32: boxes, labels, scores, mask_probs (export's outputs)."""
-        result = self.request.infer({
+        if not hasattr(self._requests, "request"):
+            self._requests.request = self.compiled.create_infer_request()
+        result = self._requests.request.infer({
             "image": image, "window": window, "min_confidence": np.asarray(min_confidence, dtype=np.float32),
         })
         return [np.array(result[output]) for output in self.outputs]  # copies: the request reuses its buffers

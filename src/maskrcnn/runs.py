@@ -259,9 +259,7 @@ def load_predictor(weights=None, *, backend: str = "torch", onnx=None, report=pr
     `onnx` file, or with backend "auto" the fastest of them that agrees with PyTorch here (backends.choose)."""
     from . import backends
 
-    if backend == "auto":
-        return backends.choose(weights, onnx, report=report)
-    return backends.build(backend, weights=weights, onnx=onnx)
+    return backends.load(backend, weights=weights, onnx=onnx, report=report)[1]
 
 
 def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,

@@ -1,4 +1,5 @@
-"""The HTTP server: a FastAPI app around one predictor (a MaskRCNN or an export.OnnxPredictor).
+"""The HTTP server: a FastAPI app around one predictor (a MaskRCNN, an export.OnnxPredictor or an
+export.OpenVinoPredictor: backends.py).
 
     GET  /          the page (static/index.html, page.js, page.css)
     GET  /health    {"status": "ok"}
@@ -39,7 +40,7 @@ CONFIG_SUMMARY = ("num_classes", "backbone", "layout", "image_resize_mode", "ima
 
 @dataclass
 class ServerSettings:
-    backend: str = "torch"  # "torch" or "onnxruntime": reported by /model
+    backend: str = "torch"  # "torch", "onnxruntime" or "openvino" (what auto chose): reported by /model
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused with 413
     max_bytes: int = DEFAULT_MAX_BYTES  # larger uploads are refused with 413
 

@@ -11,43 +11,39 @@ from ..errors import ConfigError
 from .app import DEFAULT_MAX_PIXELS, ServerSettings, create_app
 from .workers import WorkerPool, threads_per_worker
 
-BACKENDS = ("torch", "onnxruntime")
+ONNX_BACKENDS = ("onnxruntime", "openvino")
 
 
-def load_served_predictor(weights, *, backend: str = "torch", threads: int = 1):
-    """What `maskrcnn predict --weights` loads (runs.load_predictor), or an export.OnnxPredictor of a .onnx file."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime":
-        from ..export import OnnxPredictor
+def load_served_predictor(weights, *, backend: str = "torch", onnx=None, threads: int = 1, report=print):
+    """(backend name, predictor) as `maskrcnn predict` loads them (backends.load), with `threads` for each worker;
+    "auto" gives the backend it chose. `--weights model.onnx` stands for `--onnx model.onnx` with an ONNX backend."""
+    from .. import backends
 
-        if Path(str(weights)).suffix.lower() != ".onnx":
-            raise ConfigError(f"--backend onnxruntime serves an .onnx file (maskrcnn export); got --weights {weights}")
-        return OnnxPredictor(weights, threads=threads)
-    from ..runs import load_predictor
-
-    return load_predictor(weights)
+    if backend in ONNX_BACKENDS and onnx is None and weights and Path(str(weights)).suffix.lower() == ".onnx":
+        weights, onnx = None, weights
+    return backends.load(backend, weights=weights, onnx=onnx, threads=threads, report=report)
 
 
-def build_app(weights, *, backend: str = "torch", max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int = 1):
+def build_app(weights=None, *, backend: str = "torch", onnx=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              workers: int = 1, report=print):
     """The app for `maskrcnn serve`, with its worker pool: (app, pool)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if max_pixels is not None and max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     threads = threads_per_worker(workers)
-    predictor = load_served_predictor(weights, backend=backend, threads=threads)
+    name, predictor = load_served_predictor(weights, backend=backend, onnx=onnx, threads=threads, report=report)
     pool = WorkerPool(workers, threads=threads)
-    return create_app(predictor, pool, ServerSettings(backend=backend, max_pixels=max_pixels)), pool
+    return create_app(predictor, pool, ServerSettings(backend=name, max_pixels=max_pixels)), pool
 
 
-def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+def serve(weights=None, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", onnx=None,
           max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int = 1, report=print) -> None:
     """Serve the model until interrupted (`maskrcnn serve`)."""
     import uvicorn
 
-    app, pool = build_app(weights, backend=backend, max_pixels=max_pixels, workers=workers)
-    report(f"serving {weights} ({backend}, {pool.workers} worker(s) x {pool.threads} thread(s)) on http://{host}:{port}/")
+    app, pool = build_app(weights, backend=backend, onnx=onnx, max_pixels=max_pixels, workers=workers, report=report)
+    report(f"serving {weights or onnx} ({backend}, {pool.workers} worker(s) x {pool.threads} thread(s)) on http://{host}:{port}/")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
