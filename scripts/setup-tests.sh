@@ -4,7 +4,7 @@
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -e ".[test,onnx,openvino,serve,tensorboard,geo]"
+python -m pip install -e ".[test,onnx,openvino,int8,serve,tensorboard,geo]"
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi

@@ -20,7 +20,8 @@ EXAMPLES = {
     "predict": "maskrcnn predict --weights runs/exp1/model.pt photos/ extra.jpg --out predictions --score-threshold 0.5",
     "validate": "maskrcnn validate --data coco:annotations.json:images\n"
                 "  maskrcnn validate --data coco:annotations.json:images --preset matterport --set image_min_dim=1024",
-    "export": "maskrcnn export --weights runs/exp1/model.pt --out model.onnx",
+    "export": "maskrcnn export --weights runs/exp1/model.pt --out model.onnx\n"
+              "  maskrcnn export --weights runs/exp1/model.pt --out model.onnx --int8 --calibration-data train_images/",
     "convert": "maskrcnn convert mask_rcnn_coco.h5 model.pt --class-names coco_names.txt",
     "convert-data": "maskrcnn convert-data --data labelme:labels/ --out labels/coco.json",
     "config": "maskrcnn config --list",
@@ -55,6 +56,8 @@ DATA_HELP = ("data set as FORMAT:PATHS: coco:ANNOTATIONS.json[:IMAGE_DIR], via:R
              "the JSON file's folder")
 WEIGHTS_HELP = "a model .pt (from train or convert), a matterport .h5, a torchvision state dict .pth, or torchvision-coco"
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "auto"]
+ONNX_HELP = ("the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto; for openvino also the int8 "
+             "model.int8.xml that maskrcnn export --int8 writes")
 BACKEND_HELP = ("torch (default), onnxruntime or openvino (these two run --onnx), or auto: the fastest of them that gives "
                 "PyTorch's detections on this machine, measured once per machine and model and cached (backends.py)")
 SKIP_HELP = ("largest share of the annotations that may be skipped as unusable before the data set is refused "
@@ -121,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                       "[--out FILE] [--results FILE] [--report DIR] [options]")
     evaluate.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime or openvino)")
     evaluate.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
-    evaluate.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
+    evaluate.add_argument("--onnx", help=ONNX_HELP)
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
     evaluate.add_argument("--out", default="metrics.json", help="write the metrics as JSON here (default: metrics.json)")
     evaluate.add_argument("--results", help="also write the COCO results JSON (detections) here")
@@ -138,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--score-threshold", type=float, default=None, help="keep detections scoring at least this, in [0, 1] (default: the model's config "
                          "for results.json, and 0.5 for the pictures: a low evaluation threshold such as 0.05 would clutter them)")
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
-    predict.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
+    predict.add_argument("--onnx", help=ONNX_HELP)
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.add_argument("--workers", type=int, default=2, help="threads that decode the next images and write the pictures "
                          "while the model runs (default: 2; 0: one step after another)")
@@ -163,10 +166,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field "
                           "before the comparison, as for train (repeatable), e.g. --set anchor_scales=[16,32,64,128,256]")
 
-    export = command("export", "Export a model to ONNX.")
+    export = command("export", "Export a model to ONNX, and with --int8 also to an int8 OpenVINO model.")
     export.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, default=None)
+    export.add_argument("--int8", action="store_true", help="also write OUT's int8 OpenVINO IR beside it (model.onnx -> "
+                        "model.int8.xml and .bin), quantised with NNCF on --calibration-data; run it with --backend "
+                        "openvino --onnx model.int8.xml (needs: pip install 'maskrcnn[int8]')")
+    export.add_argument("--calibration-data", metavar="SPEC_OR_DIR", help="with --int8: images like those the model will "
+                        "see, a folder of images or a data set spec (FORMAT:PATHS, as --data; labels are not used)")
+    export.add_argument("--calibration-images", type=int, default=None, metavar="N", help="with --int8: calibrate on N "
+                        "images spread over --calibration-data (default: 300, or all when fewer)")
 
     convert = command("convert", "Convert weights (matterport .h5, torchvision) to this library's .pt format.")
     convert.add_argument("source", help="a matterport .h5 file, a torchvision state dict .pth, or torchvision-coco")
@@ -178,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
-    serve.add_argument("--onnx", help="the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto")
+    serve.add_argument("--onnx", help=ONNX_HELP)
     serve.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images with 413 (default: 40000000)")
     serve.add_argument("--workers", type=int, default=1, help="model workers; the CPU's cores are divided among them and "
                        "requests queue for a free one (default: 1)")
@@ -294,9 +304,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .errors import ConfigError
     from .runs import export
 
-    export(args.weights, args.out, opset=args.opset)
+    if args.int8 != (args.calibration_data is not None):
+        raise ConfigError("--int8 and --calibration-data go together: the int8 model is calibrated on those images")
+    if args.calibration_images is not None and not args.int8:
+        raise ConfigError("--calibration-images is for --int8 (with --calibration-data)")
+    export(args.weights, args.out, opset=args.opset, calibration_data=args.calibration_data,
+           calibration_images=args.calibration_images)
     return 0
 
 

@@ -14,6 +14,9 @@ Precision (`INFERENCE_PRECISION_HINT`): "f32" by default, which the parity tests
 "bf16" runs convolutions and matrix products in bfloat16 on CPUs whose kernels support it (AVX-512 BF16 or AMX;
 OpenVINO lists "BF16" among the CPU's OPTIMIZATION_CAPABILITIES), faster there but with scores that differ from
 float32 in the third digit, so ties in ranking and counts near a threshold may differ.
+
+Int8: the file may also be the OpenVINO IR (.xml + .bin) that `quantize.quantize_int8` writes from the .onnx file
+(`maskrcnn export --int8`), its layers quantised to int8 and the rest in floating point, where `precision` applies.
 """
 from __future__ import annotations
 
@@ -27,12 +30,13 @@ import torch
 from .config import Config
 from .errors import CheckpointError, ConfigError, MissingDependencyError, require_optional
 from .layout import build_preprocessor, layout_of
-from .preprocess import to_image_tensors
+from .preprocess import ImageBatch, to_image_tensors
 from .structures import Detections
 
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
 _OUTPUT_NAMES = ("boxes", "labels", "scores", "mask_probs")  # export.OUTPUT_NAMES, in the graph's order
 _METADATA = ("maskrcnn.config", "maskrcnn.class_names")
+QUANTIZATION_KEY = "maskrcnn.quantization"  # "int8" in the rt_info of an IR written by quantize.quantize_int8
 
 
 def _require(module: str):
@@ -73,41 +77,80 @@ def cpu_supports_bf16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def read_exported(path: Path, core) -> tuple[object, dict]:
+    """(the OpenVINO model, its "maskrcnn.*" metadata) of an exported file: a .onnx from `export.to_onnx` (read with
+    the `inline_empty_guards` rewrite) or an OpenVINO IR .xml from `quantize.quantize_int8` (metadata in rt_info)."""
+    openvino = _require("openvino")
+    if path.suffix.lower() == ".xml":
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such OpenVINO IR file")
+        try:
+            model = core.read_model(str(path))
+        except Exception as error:  # OpenVINO raises a generic RuntimeError for unreadable IR (or a missing .bin)
+            raise CheckpointError(f"{path}: not an OpenVINO IR (.xml with its .bin) that OpenVINO can read: {error}") from error
+        metadata = {key: model.get_rt_info(key.split(".")).astype(str)
+                    for key in (*_METADATA, QUANTIZATION_KEY) if model.has_rt_info(key.split("."))}
+        _check_metadata(path, metadata, "maskrcnn.quantize.quantize_int8")
+        return model, metadata
+    onnx = _require("onnx")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such ONNX file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as error:  # onnx raises protobuf's DecodeError, among others, for unreadable files
+        raise CheckpointError(f"{path}: not an ONNX file OpenVINO can read: {error}") from error
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    _check_metadata(path, metadata, "maskrcnn.export.to_onnx")
+    inline_empty_guards(proto.graph)
+    try:
+        model = core.read_model(proto.SerializeToString(), openvino.Tensor(np.empty(0, dtype=np.uint8)))
+    except Exception as error:  # OpenVINO raises a generic RuntimeError for graphs it cannot convert
+        raise CheckpointError(f"{path}: OpenVINO cannot read this graph: {error}") from error
+    return model, metadata
+
+
+def _check_metadata(path: Path, metadata: dict, writer: str) -> None:
+    missing = [key for key in _METADATA if key not in metadata]
+    if missing:
+        raise CheckpointError(f"{path}: not exported by {writer} (metadata {', '.join(missing)} missing)")
+
+
+def graph_inputs(preprocessor, image: torch.Tensor, min_confidence: float) -> tuple[dict, ImageBatch]:
+    """(the graph's inputs by name, the ImageBatch) for one image (3, H, W) in [0, 1]: resized, normalised and
+    padded by `preprocessor` (the config's, `layout.build_preprocessor`). Prediction and int8 calibration both
+    build their inputs here, so the quantiser sees exactly what inference will."""
+    batch = preprocessor([image.to(device="cpu", dtype=torch.float32)])  # (1, 3, Hp, Wp)
+    return {
+        "image": batch.tensor[0].numpy(),  # (3, Hp, Wp) float32
+        "window": np.asarray(batch.windows[0], dtype=np.int64),  # (4,) y1 x1 y2 x2
+        "min_confidence": np.asarray(min_confidence, dtype=np.float32),  # ()
+    }, batch
+
+
 class OpenVinoPredictor:
     """Runs an exported model through OpenVINO on the CPU: `predict(images) -> list[Detections]`, as
     `MaskRCNN.predict` and `export.OnnxPredictor`.
 
-    path: a .onnx file written by `export.to_onnx`.
+    path: a .onnx file written by `export.to_onnx`, or an int8 OpenVINO IR (.xml) written by
+        `quantize.quantize_int8` (`maskrcnn export --int8`); `int8` says which.
     threads: OpenVINO's inference threads (INFERENCE_NUM_THREADS; None: its default, one per core).
-    precision: "f32" (default) or "bf16" (CPUs with bfloat16 kernels only; a ConfigError elsewhere).
+    precision: "f32" (default) or "bf16" (CPUs with bfloat16 kernels only; a ConfigError elsewhere): the
+        precision of the floating-point operations; in an int8 IR, those that were left unquantised.
     """
 
     def __init__(self, path, *, threads: int | None = None, precision: str = "f32"):
-        openvino, onnx = _require("openvino"), _require("onnx")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise CheckpointError(f"{self.path}: no such ONNX file")
+        openvino = _require("openvino")
         if precision not in PRECISIONS:
             raise ConfigError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         core = openvino.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ConfigError("OpenVINO precision bf16 needs a CPU with bfloat16 kernels (AVX-512 BF16 or AMX); "
                               "this CPU has none: use precision f32")
-        try:
-            proto = onnx.load(str(self.path))
-        except Exception as error:  # onnx raises protobuf's DecodeError, among others, for unreadable files
-            raise CheckpointError(f"{self.path}: not an ONNX file OpenVINO can read: {error}") from error
-        metadata = {entry.key: entry.value for entry in proto.metadata_props}
-        missing = [key for key in _METADATA if key not in metadata]
-        if missing:
-            raise CheckpointError(f"{self.path}: not exported by maskrcnn.export.to_onnx (metadata {', '.join(missing)} missing)")
+        self.path = Path(path)
+        model, metadata = read_exported(self.path, core)
         self.config = Config.from_dict(json.loads(metadata["maskrcnn.config"]))
         self.class_names: list[str] = json.loads(metadata["maskrcnn.class_names"])
-        inline_empty_guards(proto.graph)
-        try:
-            model = core.read_model(proto.SerializeToString(), openvino.Tensor(np.empty(0, dtype=np.uint8)))
-        except Exception as error:  # OpenVINO raises a generic RuntimeError for graphs it cannot convert
-            raise CheckpointError(f"{self.path}: OpenVINO cannot read this graph: {error}") from error
+        self.int8 = metadata.get(QUANTIZATION_KEY) == "int8"  # an IR from quantize.quantize_int8
         self.preprocessor = build_preprocessor(self.config)
         self.frame = layout_of(self.config).frame
         self.precision = precision
@@ -132,9 +175,8 @@ class OpenVinoPredictor:
         threshold = self.config.detection_min_confidence if score_threshold is None else score_threshold
         results = []
         for tensor in to_image_tensors(images):
-            batch = self.preprocessor([tensor.to(device="cpu", dtype=torch.float32)])  # (1, 3, Hp, Wp)
-            boxes, labels, scores, mask_probs = self.run(
-                batch.tensor[0].numpy(), np.asarray(batch.windows[0], dtype=np.int64), threshold)
+            inputs, batch = graph_inputs(self.preprocessor, tensor, threshold)
+            boxes, labels, scores, mask_probs = self.run(inputs["image"], inputs["window"], threshold)
             results.append(self.frame.to_detections(
                 torch.from_numpy(boxes), torch.from_numpy(labels), torch.from_numpy(scores), torch.from_numpy(mask_probs),
                 batch.windows[0], batch.padded_size, batch.original_sizes[0], self.config.mask_threshold,

@@ -407,13 +407,26 @@ def _config_to_fit(dataset, *, config_file=None, preset=None, weights=None, over
     return config, name
 
 
-def export(weights: str, out, *, opset: int | None = None, report=print):
-    """The model `weights` as an ONNX file `out` (export.to_onnx)."""
+def export(weights: str, out, *, opset: int | None = None, calibration_data: str | None = None,
+           calibration_images: int | None = None, report=print):
+    """The model `weights` as an ONNX file `out` (export.to_onnx); with `calibration_data` (a data set spec or
+    image files and folders) also its int8 OpenVINO IR beside it (quantize.quantize_int8: model.int8.xml),
+    calibrated on `calibration_images` of those images (default 300)."""
     from .export import to_onnx
     from .saving import load_weights
 
+    calibration = None
+    if calibration_data is not None:  # read the images' list first: a wrong path stops before the export
+        from .quantize import DEFAULT_CALIBRATION_IMAGES, CalibrationImages, require_nncf
+
+        require_nncf()
+        calibration = CalibrationImages(calibration_data, calibration_images or DEFAULT_CALIBRATION_IMAGES)
     to_onnx(load_weights(weights), out, **({"opset": opset} if opset else {}))
     report(f"wrote {out}")
+    if calibration is not None:
+        from .quantize import quantize_int8
+
+        quantize_int8(out, calibration, report=report)
 
 
 def convert(source: str, target, *, class_names_file=None, report=print):
