@@ -13,7 +13,7 @@ from maskrcnn import Config, MaskRCNN
 from maskrcnn.errors import ConfigError
 from maskrcnn.mask_crops import MaskCrops
 from maskrcnn.structures import Detections
-from maskrcnn.tiling import predict_tiled, tile_positions, tile_windows
+from maskrcnn.tiling import drop_duplicates, predict_tiled, tile_positions, tile_windows
 
 
 def oracle(images):
@@ -149,10 +149,22 @@ def test_a_real_model_on_one_tile_gives_its_plain_prediction():
     model = MaskRCNN(Config.demo())
     image = np.random.default_rng(1).integers(0, 256, size=(96, 120, 3), dtype=np.uint8)
     plain = model.predict([image])[0]
-    tiled = model.predict_tiled(image, tile=128, overlap=32)
     assert len(plain) > 0
-    assert torch.equal(tiled.boxes, plain.boxes) and torch.equal(tiled.labels, plain.labels)
-    assert torch.equal(tiled.full_masks(), plain.masks)
+    exact = predict_tiled(lambda tiles: model.predict(tiles), image, tile=128, overlap=32, duplicate_iou=None)
+    assert torch.equal(exact.boxes, plain.boxes) and torch.equal(exact.labels, plain.labels)
+    assert torch.equal(exact.full_masks(), plain.masks)
+    # By default the masks found twice go: the plain prediction less greedy mask NMS at 0.5, worked out here
+    # on the full masks.
+    tiled = model.predict_tiled(image, tile=128, overlap=32)
+    full = plain.masks.flatten(1).float()  # (D, H*W)
+    inter = full @ full.T
+    iou = inter / (full.sum(1)[:, None] + full.sum(1)[None, :] - inter).clamp(min=1)
+    kept = []
+    for k in range(len(plain)):
+        if all(iou[k, m] < 0.5 for m in kept):
+            kept.append(k)
+    assert len(kept) < len(plain)  # the random model finds some masks twice, so the step is tested
+    assert torch.equal(tiled.boxes, plain.boxes[kept]) and torch.equal(tiled.full_masks(), plain.masks[kept])
 
 
 def test_a_real_model_over_several_tiles_keeps_masks_inside_their_boxes_of_the_image():
@@ -163,3 +175,36 @@ def test_a_real_model_over_several_tiles_keeps_masks_inside_their_boxes_of_the_i
     assert found.image_size == (200, 260) and len(found) > 0
     for crop, x0, y0 in found.masks:
         assert 0 <= x0 and x0 + crop.shape[1] <= 260 and 0 <= y0 and y0 + crop.shape[0] <= 200
+
+
+def masks_of(height, width, rectangles):
+    masks = torch.zeros((len(rectangles), height, width), dtype=torch.bool)
+    for k, (x0, y0, x1, y1) in enumerate(rectangles):
+        masks[k, y0:y1, x0:x1] = True
+    return masks
+
+
+def test_an_object_found_twice_in_one_tile_is_kept_once():
+    # Two boxes on one 40x40 object: the second is looser (box IoU 0.44, below box NMS's 0.5), its mask
+    # nearly the same (IoU 40*40 / (40*40 + 2*40) = 0.95). A neighbour touching the object stays.
+    masks = masks_of(200, 200, [(50, 50, 90, 90), (50, 50, 90, 92), (90, 50, 130, 90)])
+    boxes = torch.tensor([[50.0, 50, 90, 90], [40, 40, 100, 100], [90, 50, 130, 90]])
+
+    def twice(images):
+        return [Detections(boxes, torch.tensor([1, 2, 1]), torch.tensor([0.9, 0.6, 0.8]), masks) for _ in images]
+
+    merged = predict_tiled(twice, np.zeros((200, 200, 3), np.uint8), tile=256, overlap=64)
+    assert merged.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert torch.equal(merged.full_masks(), masks[[0, 2]])
+    kept_all = predict_tiled(twice, np.zeros((200, 200, 3), np.uint8), tile=256, overlap=64, duplicate_iou=None)
+    assert len(kept_all) == 3
+
+
+def test_drop_duplicates_is_greedy_in_score_order():
+    # Mask IoU of a and b 100/120, of b and c 120/150, of a and c 100/150 < 0.7: b goes because of a, so c stays.
+    masks = masks_of(20, 40, [(0, 0, 10, 10), (0, 0, 10, 12), (0, 0, 10, 15)])
+    found = Detections(torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 12], [0, 0, 10, 15]]), torch.tensor([1, 1, 1]),
+                       torch.tensor([0.9, 0.8, 0.7]), MaskCrops.from_full(masks))
+    kept = drop_duplicates(found, 0.7)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.7])
+    assert len(drop_duplicates(found[torch.tensor([], dtype=torch.int64)], 0.5)) == 0

@@ -19,11 +19,18 @@ from .visualize import instance_colors
 def draw_compact(image: np.ndarray, detections: Detections, class_names: Sequence[str], *,
                  score_threshold: float | None = None, alpha: float = 0.45) -> np.ndarray:
     """Draw detections whose masks are MaskCrops on a copy of `image` (H, W, 3) uint8 -> (H, W, 3) uint8."""
+    return np.asarray(picture_compact(np.array(image, dtype=np.uint8, copy=True), detections, class_names,
+                                      score_threshold=score_threshold, alpha=alpha))
+
+
+def picture_compact(canvas: np.ndarray, detections: Detections, class_names: Sequence[str], *,
+                    score_threshold: float | None = None, alpha: float = 0.45) -> Image.Image:
+    """As `draw_compact`, but the masks are blended into `canvas` (H, W, 3) uint8 itself, and the result is the
+    Pillow image the boxes are drawn on: one full-size copy in all, for pictures of large images."""
     detections = detections.compact().to("cpu")
     if score_threshold is not None:
         detections = detections[detections.scores >= score_threshold]
     colors = instance_colors(len(detections))
-    canvas = np.array(image, dtype=np.uint8, copy=True)
     for (crop, x0, y0), color in zip(detections.masks, colors):
         region = canvas[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]  # a view: written in place
         mask = crop.numpy()
@@ -35,4 +42,4 @@ def draw_compact(image: np.ndarray, detections: Detections, class_names: Sequenc
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color)
         name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
         draw.text((x1 + 2, y1 + 1), f"{name} {score:.2f}", fill=color)
-    return np.asarray(picture)
+    return picture

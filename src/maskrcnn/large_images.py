@@ -153,6 +153,19 @@ class PillowSource:
         return _to_rgb(self.image.crop((x0, y0, x1, y1)))
 
 
+STRIP_ROWS = 512  # rows read at a time by read_whole
+
+
+def read_whole(source) -> np.ndarray:
+    """The whole image of a file or array source as (H, W, 3) uint8 RGB, read in strips of STRIP_ROWS rows into
+    one array, so that no second full-size copy is made on the way (a picture of a large image)."""
+    whole = np.empty((source.height, source.width, 3), dtype=np.uint8)
+    for y0 in range(0, source.height, STRIP_ROWS):
+        y1 = min(y0 + STRIP_ROWS, source.height)
+        whole[y0:y1] = source.read(y0, 0, y1, source.width)
+    return whole
+
+
 def open_image(path, *, max_pixels: int | None = None):
     """An image file as a windowed source: for .tif/.tiff a TiffSource where tifffile can memory-map the pixels,
     else a RasterioSource when rasterio is installed, else a TiffSource decoded once (`_open_tiff`); PillowSource

@@ -284,8 +284,8 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     from .pipeline import Background, prefetch
     from .evaluation import coco_results
     from .files import atomic_write_json
-    from .compact_pictures import draw_compact
-    from .large_images import open_image
+    from .compact_pictures import picture_compact
+    from .large_images import open_image, read_whole
     from .tiling import check_tiling, predict_tiled
     from .visualize import draw_instances, save_image
 
@@ -326,8 +326,8 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
             found = predict_tiled(lambda tiles: predictor.predict(tiles, score_threshold=score_threshold), image,
                                   tile=tile, overlap=overlap, batch_size=batch_size, max_detections=max_detections,
                                   progress=progress)
-            image = image.read(0, 0, image.height, image.width)
-            drawn = draw_compact(image, found, class_names, score_threshold=shown)
+            image = read_whole(image)  # the picture is drawn on it: one full-size array, one Pillow copy
+            drawn = picture_compact(image, found, class_names, score_threshold=shown)
         pictures.submit(save_image, drawn, out / "images" / f"{picture}.png")
         images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
                        "width": int(image.shape[1]), "picture": f"images/{picture}.png"})

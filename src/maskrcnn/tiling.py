@@ -7,13 +7,19 @@ A tile edge that is not an image edge is an *interior* edge: what the model sees
 
 Merging (every detection first mapped to image pixels, its mask cropped to its box):
 1. A detection at least `edge_tolerance` px clear of its tile's interior edges is *whole*. The same object
-   whole in several tiles (it lies in their overlap) is kept once: from the tile where it is farthest from an
-   interior edge, the tile that sees the most context around it.
+   whole in several tiles (it lies in their overlap) is kept once: the detection with the highest score, and
+   of equal scores the one farthest from an interior edge (the tile that sees the most context around it).
 2. A detection touching an interior edge is a *piece*. A piece of an object found whole elsewhere is dropped:
    with an overlap at least as large as the largest object, every object is whole in some tile.
 3. The remaining pieces (objects larger than the overlap) are joined with the pieces of the same object from
    the neighbouring tiles: mask union, box of the union, the label covering the most pixels and the score
    averaged over the pieces weighted by their pixels.
+4. Last, objects found twice: of two merged detections whose masks overlap at IoU >= `duplicate_iou`, the
+   lower-scoring one goes, whatever their classes. Box NMS inside one tile keeps a second, looser box on an
+   object when the two boxes overlap less than its threshold, though the masks are nearly the same; the
+   masks of two different objects hardly overlap (instance masks of what is visible are disjoint), so mask
+   IoU tells a duplicate from a neighbour. `duplicate_iou=None` leaves this step out: one tile then gives
+   exactly the model's plain prediction.
 Two detections from different tiles are the same object when, inside the region both tiles see, their masks
 intersect over at least `match_threshold` of the smaller of the two (intersection over the smaller, as SAHI's
 IOS, but of masks and only where both tiles could see the object).
@@ -37,6 +43,7 @@ from .structures import Detections
 
 EDGE_TOLERANCE = 2.0  # px: a box this close to an interior tile edge is taken as cut by it
 MATCH_THRESHOLD = 0.5  # mask intersection over the smaller (inside the shared region) for "the same object"
+DUPLICATE_IOU = 0.5  # mask IoU at which two merged detections are one object found twice
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,8 @@ class _Candidates:
 
 def predict_tiled(predict_tiles: Callable[[list], list[Detections]], image, *, tile: int, overlap: int,
                   batch_size: int = 1, max_detections: int | None = None, progress: bool = False,
-                  edge_tolerance: float = EDGE_TOLERANCE, match_threshold: float = MATCH_THRESHOLD) -> Detections:
+                  edge_tolerance: float = EDGE_TOLERANCE, match_threshold: float = MATCH_THRESHOLD,
+                  duplicate_iou: float | None = DUPLICATE_IOU) -> Detections:
     """One Detections (compact masks, `MaskCrops`) for an image of any size, predicted tile by tile.
 
     predict_tiles: a list of tile images -> one Detections per tile, in the tile's pixels (`MaskRCNN.predict`);
@@ -126,6 +134,8 @@ def predict_tiled(predict_tiles: Callable[[list], list[Detections]], image, *, t
             bar.update(len(batch))
     candidates = _gather(found, tiles, (height, width))
     merged = merge(candidates, tiles, edge_tolerance=edge_tolerance, match_threshold=match_threshold)
+    if duplicate_iou is not None:
+        merged = drop_duplicates(merged, duplicate_iou)
     return merged if max_detections is None else merged[torch.arange(min(max_detections, len(merged)))]
 
 
@@ -171,11 +181,13 @@ def merge(candidates: _Candidates, tiles: list[Tile], *, edge_tolerance: float =
             same[j].append(i)
 
     whole = [candidates.margins[i] > edge_tolerance for i in range(count)]
-    # 1. Whole detections: the most central first; one that is an object already kept is a duplicate.
+    # 1. Whole detections: the highest-scoring first, of equal scores the most central; one that is an object
+    # already kept is a duplicate. (Centre first would let a stray low-scoring box in a central tile push out
+    # a confident detection of the object from the tile next to it.)
     kept: list[int] = []
     taken = [False] * count
     order = sorted((i for i in range(count) if whole[i]),
-                   key=lambda i: (-candidates.margins[i], -float(candidates.scores[i]), i))
+                   key=lambda i: (-float(candidates.scores[i]), -candidates.margins[i], i))
     for i in order:
         if not any(taken[j] for j in same[i] if whole[j]):
             kept.append(i)
@@ -211,6 +223,27 @@ def merge(candidates: _Candidates, tiles: list[Tile], *, edge_tolerance: float =
     merged = Detections(torch.stack(boxes).float(), torch.tensor(labels, dtype=torch.int64), scores_t,
                         MaskCrops(crops, torch.tensor(offsets, dtype=torch.int64).reshape(-1, 2), (height, width)))
     return merged[order_t]
+
+
+def drop_duplicates(detections: Detections, iou_threshold: float) -> Detections:
+    """Greedy NMS over masks: in score order, a detection whose mask has IoU >= iou_threshold with a kept one's
+    goes. `detections` sorted by score (as `merge` returns them), masks as `MaskCrops`; the order is kept."""
+    masks = detections.masks
+    mask_boxes = masks.mask_boxes()  # (N, 4) x1 y1 x2 y2, integer pixels
+    areas = masks.areas().tolist()
+    dropped = [False] * len(detections)
+    # Pairs sorted by their first index: every pair (k, i), k < i, that could drop i comes before i drops others.
+    for i, j in sorted(overlapping_pairs(mask_boxes)):
+        if dropped[i] or dropped[j]:
+            continue
+        x0, y0 = int(max(mask_boxes[i, 0], mask_boxes[j, 0])), int(max(mask_boxes[i, 1], mask_boxes[j, 1]))
+        x1, y1 = int(min(mask_boxes[i, 2], mask_boxes[j, 2])), int(min(mask_boxes[i, 3], mask_boxes[j, 3]))
+        shared = int((_window(masks, i, (y0, x0, y1, x1)) & _window(masks, j, (y0, x0, y1, x1))).sum())
+        union = areas[i] + areas[j] - shared
+        if union > 0 and shared / union >= iou_threshold:
+            dropped[j] = True
+    keep = torch.tensor([k for k in range(len(detections)) if not dropped[k]], dtype=torch.int64)
+    return detections[keep]
 
 
 def overlapping_pairs(boxes: Tensor) -> list[tuple[int, int]]:

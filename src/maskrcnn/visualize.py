@@ -187,13 +187,14 @@ def _class_name(class_names: Sequence[str], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) else f"class {label}"
 
 
-def save_image(array: np.ndarray | torch.Tensor, path: str | Path) -> Path:
-    """Write an (H, W, 3) or (H, W) uint8 array as PNG; the parent folder is created. Returns the path."""
+def save_image(array: np.ndarray | torch.Tensor | Image.Image, path: str | Path) -> Path:
+    """Write an (H, W, 3) or (H, W) uint8 array (or a Pillow image) as PNG; the parent folder is created.
+    Returns the path."""
     if isinstance(array, torch.Tensor):
         array = array.cpu().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture = Image.fromarray(_as_rgb(np.asarray(array)))
+    picture = array if isinstance(array, Image.Image) else Image.fromarray(_as_rgb(np.asarray(array)))
     return atomic_write(path, lambda file: picture.save(file, format="PNG"))
 
 
