@@ -5,7 +5,8 @@
     python benchmarks/tiled.py --weights /tmp/demo_model/model.pt --out /tmp/tiled_bench
 
 Scenes: one background colour, squares, circles and triangles of the demo's sizes (24..64 px across), never
-overlapping, placed at random so that many cross tile edges: 1024x1024 with 80 shapes and 3072x3072 with 900.
+overlapping, placed at random so that many cross tile edges: 1024x1024 with 80 shapes and 3072x3072 with 900 (and, with
+`--scenes 6144`, 6144x6144 with 3600).
 Both sides cut the scene into tiles of 256 with an overlap of 64 (SAHI: overlap ratio 0.25), predict them with
 the same model and merge: ours with `maskrcnn predict --tile 256 --overlap 64` (tiling.py), SAHI with its
 default merging (GREEDYNMM, IOS 0.5, per class) through a DetectionModel wrapping our model; SAHI's extra
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 TILE, OVERLAP = 256, 64
-SCENES = {"1024": (1024, 80, 0), "3072": (3072, 900, 1)}  # name: (side, shapes, seed)
+SCENES = {"1024": (1024, 80, 0), "3072": (3072, 900, 1), "6144": (6144, 3600, 2)}  # name: (side, shapes, seed)
 HALF_SIZES = (12, 32)  # the demo's shapes at 128 px (data/shapes.py)
 GAP = 2  # px between shapes' boxes
 SCORE = 0.5  # detections counted as found (twice, split) from this score
@@ -202,8 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="the model maskrcnn demo wrote (model.pt)")
     parser.add_argument("--out", default="tiled_bench", help="folder for scenes and results")
-    parser.add_argument("--scenes", default="1024,3072", help="which scenes (1024, 3072)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch for ours")
+    parser.add_argument("--scenes", default="1024,3072", help="which scenes (1024, 3072, 6144)")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per batch for ours (default: 1, as SAHI predicts them)")
     parser.add_argument("--no-sahi", action="store_true", help="ours only")
     parser.add_argument("--sahi-run", nargs=2, metavar=("IMAGE", "RESULTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()

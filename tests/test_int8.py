@@ -147,3 +147,9 @@ def test_missing_nncf_names_the_extra(monkeypatch, quantised):
     monkeypatch.setitem(sys.modules, "nncf", None)  # makes `import nncf` raise ImportError
     with pytest.raises(MissingDependencyError, match=r'pip install "maskrcnn\[int8\]"'):
         quantize_int8(onnx_path, [data.load_image(0)])
+
+
+def test_a_scope_that_names_no_layer_is_refused(quantised):
+    onnx_path = quantised[4]
+    with pytest.raises(ConfigError, match="/renamed/"):
+        quantize_int8(onnx_path, [torch.zeros(3, 64, 64)], scope=("/backbone/", "/renamed/"), report=lambda line: None)

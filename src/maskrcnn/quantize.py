@@ -107,6 +107,11 @@ def quantize_int8(onnx_path, images: Sequence, out=None, *, scope: tuple[str, ..
 
     options = {}
     if scope is not None:
+        names = [op.get_friendly_name() for op in model.get_ops()]
+        unmatched = [prefix for prefix in scope if not any(name.startswith(prefix) for name in names)]
+        if unmatched:  # the exporter named the layers otherwise: quantising would silently leave them out
+            raise ConfigError(f"{onnx_path}: no node of the graph is named {', '.join(unmatched)}...; "
+                              "export it again with this version of maskrcnn")
         # nncf matches each pattern at the start of a node's name: everything outside the scope is ignored.
         outside = "(?!" + "|".join(re.escape(prefix) for prefix in scope) + ")"
         options["ignored_scope"] = nncf.IgnoredScope(patterns=[outside], validate=False)
