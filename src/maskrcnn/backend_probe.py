@@ -94,11 +94,17 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def probe_image(config) -> torch.Tensor:
+    """(3, H, W) in [0, 1]: a landscape image the size the config resizes to (4:3), fixed seed."""
+    height = max(config.image_min_dim, 64)
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(3, height, height * 4 // 3, generator=generator)
+
+
 def _child(request_file: str) -> None:
     """The child's work: build one backend, warm it up, time it, write the result file."""
     import faulthandler
 
-    from .backends import probe_image
     from .cpu import flush_denormals
 
     faulthandler.enable()  # a crash prints the Python stack to stderr, which the parent reports the end of

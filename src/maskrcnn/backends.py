@@ -122,13 +122,6 @@ def same_detections(expected, got) -> bool:
     return bool(((iou >= 0.99) | ((got.masks ^ expected.masks).flatten(1).sum(1) <= 1)).all())
 
 
-def probe_image(config) -> torch.Tensor:
-    """(3, H, W) in [0, 1]: a landscape image the size the config resizes to (4:3), fixed seed."""
-    height = max(config.image_min_dim, 64)
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(3, height, height * 4 // 3, generator=generator)
-
-
 def pick(measured: dict, unusable: dict[str, str]) -> dict:
     """The cache entry for these measurements (backend_probe.Measurement by backend name; the reasons of those
     that did not run): the fastest backend whose detections agree with the reference, which is "torch" when it

@@ -179,14 +179,14 @@ class CalibrationImages(Sequence):
 
 
 def _image_files(path: Path) -> list[Path]:
-    from .runs import IMAGE_SUFFIXES
+    from .data.images import IMAGE_SUFFIXES, image_files_in
 
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise DataError(f"calibration data {path}: no such file or folder; give a folder of images or a data set "
                         f"spec (FORMAT:PATHS, e.g. coco:train.json)")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files_in(path)
     if not files:
         raise DataError(f"calibration data {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
     return files

@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from . import categories
 from .config import Config
+from .data.images import IMAGE_SUFFIXES, image_files_in
 from .errors import ConfigError, DataError
 
 PICTURE_SCORE_THRESHOLD = 0.5  # what `predict` draws unless a score threshold is given (as the demo)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 PRESETS = {"torchvision": Config.torchvision, "torchvision_v2": Config.torchvision_v2, "matterport": Config.matterport,
            "demo": Config.demo}
 
@@ -244,7 +244,7 @@ def images_in(inputs) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += image_files_in(path)
         elif path.is_file():
             found.append(path)
         else:

@@ -18,11 +18,19 @@ Shape letters: H, W: image height and width.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def image_files_in(folder) -> list[Path]:
+    """The image files (by IMAGE_SUFFIXES, any case) under `folder`, searched recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 # EXIF tag 0x0112; values 5..8 are the transposes and the 90 / 270 degree rotations, which swap H and W.
 _EXIF_ORIENTATION = 0x0112
