@@ -337,3 +337,28 @@ def test_config_list_prints_every_field_with_its_presets(capsys):
     backbone = next(line for line in lines if line.startswith("backbone ("))
     assert backbone == ("backbone (str): torchvision 'resnet50'; torchvision_v2 'resnet50'; matterport 'resnet101'; "
                         "demo 'resnet18'")
+
+
+def test_the_command_runs_exit_handlers_flushes_output_and_waits_for_a_running_thread(tmp_path):
+    """`maskrcnn` leaves without libtorch's static destructors (cli.run), but only after Python's exit
+    handlers ran and the output was flushed; with a non-daemon thread still running it exits the ordinary
+    way, which lets the thread finish."""
+    marker = tmp_path / "thread_finished"
+    program = (
+        "import atexit, sys, threading, time\n"
+        "from maskrcnn import cli\n"
+        "atexit.register(print, 'exit handler ran')\n"
+        "if sys.argv[1] == 'thread':\n"
+        f"    threading.Thread(target=lambda: (time.sleep(1.0), open({str(marker)!r}, 'w').close())).start()\n"
+        "sys.argv = ['maskrcnn', 'config']\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "cli.run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    for case in ("plain", "thread"):
+        done = subprocess.run([sys.executable, "-c", program, case], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("buffered, no newline") and "image_min_dim" in done.stdout
+        assert done.stdout.rstrip().endswith("exit handler ran")
+    assert marker.exists()

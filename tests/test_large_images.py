@@ -87,3 +87,41 @@ def test_predict_refuses_an_overlap_as_large_as_the_tile(tmp_path, capsys):
     code = main(["predict", "--weights", "unused.pt", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
                  "--tile", "64", "--overlap", "64"])
     assert code == 2 and "--overlap" in capsys.readouterr().err
+
+
+def test_picture_canvas_is_the_whole_image_for_every_source(tmp_path, monkeypatch):
+    import maskrcnn.large_images as large_images
+
+    monkeypatch.setattr(large_images, "STRIP_ROWS", 16)  # several strips, the last one short
+    image = _picture()
+    Image.fromarray(image).save(tmp_path / "rgb.png")
+    Image.fromarray(image[:, :, 1]).save(tmp_path / "gray.png")
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    rgb = open_image(tmp_path / "rgb.png")
+    assert large_images.picture_canvas(rgb) is rgb.image  # handed over: no second full-size copy
+    for name in ("rgb.png", "gray.png", "a.tif"):
+        canvas = large_images.picture_canvas(open_image(tmp_path / name))
+        assert canvas.mode == "RGB"
+        assert np.array_equal(np.asarray(canvas), read_image(tmp_path / name)), name
+
+
+def test_compact_picture_blends_each_mask_over_its_crop():
+    from maskrcnn.compact_pictures import draw_compact
+    from maskrcnn.structures import Detections
+    from maskrcnn.visualize import instance_colors
+
+    image = np.full((60, 80, 3), 100, dtype=np.uint8)
+    masks = torch.zeros((2, 60, 80), dtype=torch.bool)
+    masks[0, 10:50, 10:40] = True
+    masks[1, 30:50, 30:70] = True  # overlaps the first: blended over it, in order
+    boxes = torch.tensor([[10, 10, 40, 50], [30, 30, 70, 50]], dtype=torch.float32)
+    found = Detections(boxes, torch.tensor([1, 1]), torch.tensor([0.9, 0.8]), masks).compact()
+    drawn = draw_compact(image, found, ["bg", "shape"])
+    first, second = (np.asarray(c, dtype=np.float32) for c in instance_colors(2))
+    once = np.rint(0.55 * 100 + 0.45 * first)
+    twice = np.rint(0.55 * once + 0.45 * second)
+    assert np.array_equal(drawn[25, 20], once)  # the first mask only, below its caption, inside its box
+    assert np.array_equal(drawn[45, 35], twice)  # both masks, below the second caption
+    assert np.array_equal(drawn[45, 55], np.rint(0.55 * 100 + 0.45 * second))
+    assert np.array_equal(drawn[5, 75], [100, 100, 100])  # outside every box
+    assert np.array_equal(image[25, 20], [100, 100, 100])  # the input is left as it was

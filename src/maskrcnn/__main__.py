@@ -1,6 +1,4 @@
 """`python -m maskrcnn ...` (also what `torchrun -m maskrcnn train ...` runs)."""
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -19,23 +19,25 @@ from .visualize import instance_colors
 def draw_compact(image: np.ndarray, detections: Detections, class_names: Sequence[str], *,
                  score_threshold: float | None = None, alpha: float = 0.45) -> np.ndarray:
     """Draw detections whose masks are MaskCrops on a copy of `image` (H, W, 3) uint8 -> (H, W, 3) uint8."""
-    return np.asarray(picture_compact(np.array(image, dtype=np.uint8, copy=True), detections, class_names,
-                                      score_threshold=score_threshold, alpha=alpha))
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))  # Pillow copies the pixels
+    return np.asarray(picture_compact(picture, detections, class_names, score_threshold=score_threshold, alpha=alpha))
 
 
-def picture_compact(canvas: np.ndarray, detections: Detections, class_names: Sequence[str], *,
+def picture_compact(picture: Image.Image, detections: Detections, class_names: Sequence[str], *,
                     score_threshold: float | None = None, alpha: float = 0.45) -> Image.Image:
-    """As `draw_compact`, but the masks are blended into `canvas` (H, W, 3) uint8 itself, and the result is the
-    Pillow image the boxes are drawn on: one full-size copy in all, for pictures of large images."""
+    """As `draw_compact`, but drawn on `picture` (an RGB Pillow image) itself, which is returned: each mask is
+    blended over its crop only (the crop read out, blended, pasted back), so a picture of a large image takes
+    no full-size memory beyond `picture`."""
     detections = detections.compact().to("cpu")
     if score_threshold is not None:
         detections = detections[detections.scores >= score_threshold]
     colors = instance_colors(len(detections))
     for (crop, x0, y0), color in zip(detections.masks, colors):
-        region = canvas[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]  # a view: written in place
+        height, width = crop.shape
+        region = np.array(picture.crop((x0, y0, x0 + width, y0 + height)))  # (h, w, 3) uint8, writable
         mask = crop.numpy()
         region[mask] = np.rint((1 - alpha) * region[mask] + alpha * np.asarray(color, dtype=np.float32)).astype(np.uint8)
-    picture = Image.fromarray(canvas)
+        picture.paste(Image.fromarray(region), (x0, y0))
     draw = ImageDraw.Draw(picture)
     for (x1, y1, x2, y2), label, score, color in zip(detections.boxes.tolist(), detections.labels.tolist(),
                                                       detections.scores.tolist(), colors):

@@ -153,17 +153,20 @@ class PillowSource:
         return _to_rgb(self.image.crop((x0, y0, x1, y1)))
 
 
-STRIP_ROWS = 512  # rows read at a time by read_whole
+STRIP_ROWS = 512  # rows read at a time by picture_canvas
 
 
-def read_whole(source) -> np.ndarray:
-    """The whole image of a file or array source as (H, W, 3) uint8 RGB, read in strips of STRIP_ROWS rows into
-    one array, so that no second full-size copy is made on the way (a picture of a large image)."""
-    whole = np.empty((source.height, source.width, 3), dtype=np.uint8)
+def picture_canvas(source) -> Image.Image:
+    """The whole image of a source as one RGB Pillow image, to draw its picture on. A PillowSource whose image
+    is RGB already hands that image over (the source is done with: drawing changes it); other sources are read
+    in strips of STRIP_ROWS rows into one new image, so that no second full-size copy is made on the way."""
+    if isinstance(source, PillowSource) and source.image.mode == "RGB":
+        return source.image
+    canvas = Image.new("RGB", (source.width, source.height))
     for y0 in range(0, source.height, STRIP_ROWS):
         y1 = min(y0 + STRIP_ROWS, source.height)
-        whole[y0:y1] = source.read(y0, 0, y1, source.width)
-    return whole
+        canvas.paste(Image.fromarray(np.asarray(source.read(y0, 0, y1, source.width))), (0, y0))
+    return canvas
 
 
 def open_image(path, *, max_pixels: int | None = None):

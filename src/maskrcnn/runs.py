@@ -285,7 +285,7 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     from .evaluation import coco_results
     from .files import atomic_write_json
     from .compact_pictures import picture_compact
-    from .large_images import open_image, read_whole
+    from .large_images import open_image, picture_canvas
     from .tiling import check_tiling, predict_tiled
     from .visualize import draw_instances, save_image
 
@@ -320,20 +320,21 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
             continue
         picture = _unique_name(path.stem, used_names)
         if tile is None:
+            height, width = image.shape[:2]
             found = predictor.predict([image], score_threshold=score_threshold)[0][:max_detections]
             drawn = draw_instances(image, found, class_names, score_threshold=shown)
         else:
             found = predict_tiled(lambda tiles: predictor.predict(tiles, score_threshold=score_threshold), image,
                                   tile=tile, overlap=overlap, batch_size=batch_size, max_detections=max_detections,
                                   progress=progress)
-            image = read_whole(image)  # the picture is drawn on it: one full-size array, one Pillow copy
-            drawn = picture_compact(image, found, class_names, score_threshold=shown)
+            height, width = image.height, image.width
+            drawn = picture_compact(picture_canvas(image), found, class_names, score_threshold=shown)
         pictures.submit(save_image, drawn, out / "images" / f"{picture}.png")
-        images.append({"id": image_id, "file_name": str(path), "height": int(image.shape[0]),
-                       "width": int(image.shape[1]), "picture": f"images/{picture}.png"})
+        images.append({"id": image_id, "file_name": str(path), "height": int(height),
+                       "width": int(width), "picture": f"images/{picture}.png"})
         results += coco_results(found, image_id, category_ids.__getitem__)
         if writer is not None:
-            writer.add(path, picture, image.shape[:2], found)
+            writer.add(path, picture, (height, width), found)
     if writer is not None:
         report(f"wrote {label_format} files to {writer.close()}")
     categories_written = [{"id": c.id, "name": c.name} for c in categories.of_model(predictor)]
