@@ -30,6 +30,8 @@ What it does:
     (`--memory-child`) that loads the weights from a temporary file the same way for both; it reports its peak
     resident set size (VmHWM of /proc/self/status; not ru_maxrss, which inherits the parent's size across fork
     and exec) and the peak minus the resident size just after loading;
+  - denormal floats flushed to zero and freed memory kept for reuse (cpu.py), as the `maskrcnn` command runs,
+    for every backend alike (`--keep-denormals`, `--return-freed-memory` for glibc's defaults);
   - parity (unless `--no-parity`): torchvision and ours in float64 on the same images must give the same
     detections as tests/test_interop_torchvision.py requires: same count, equal labels, boxes within 1e-3 px,
     scores within 1e-6, every mask IoU >= 0.99.
@@ -54,7 +56,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from maskrcnn.backends import cpu_description, same_detections  # noqa: E402
-from maskrcnn.cpu import flush_denormals  # noqa: E402
+from maskrcnn.cpu import flush_denormals, reuse_freed_memory  # noqa: E402
 from maskrcnn.interop import from_torchvision  # noqa: E402
 
 DEFAULT_SIZES = ("800x1066", "480x640")
@@ -220,8 +222,11 @@ def main() -> None:
     parser.add_argument("--memory-child", choices=("torchvision", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormal floats to zero")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="leave glibc's default of unmapping freed blocks (the maskrcnn predict command keeps them)")
     args = parser.parse_args()
     flushed = False if args.keep_denormals else flush_denormals()  # first: every thread started later inherits it
+    kept = False if args.return_freed_memory else reuse_freed_memory()  # for every backend alike, as `maskrcnn predict`
     sizes = [parse_size(s) for s in args.sizes]
     if args.memory_child:
         memory_child(args.memory_child, args.weights, sizes[0], args.threads)
@@ -239,7 +244,7 @@ def main() -> None:
             pass
     print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs; flags: {flags}")
     print(f"{args.threads} threads for every backend; {', '.join(versions)}; denormals flushed to zero: "
-          f"{'yes' if flushed else 'no'}; load average at start {os.getloadavg()[0]:.1f}")
+          f"{'yes' if flushed else 'no'}; freed memory kept: {'yes' if kept else 'no'}; load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as folder:
         others = {} if args.no_onnx else onnx_backends(ours, folder, args.threads)
         weights = os.path.join(folder, "weights.pt")
