@@ -204,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--list", action="store_true", help="list every config field (what the command does with or without it)")
     return parser
 
+
 INFERENCE_COMMANDS = ("predict", "evaluate", "serve")  # commands that run the model image after image
 
 

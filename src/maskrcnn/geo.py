@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from . import categories
+from .data.images import TIFF_SUFFIXES
 from .errors import DataError, DataWarning, require_optional
 from .polygons import TOLERANCE, outlines
 from .structures import Detections
 
-TIFF_SUFFIXES = {".tif", ".tiff"}
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735)  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 
 

@@ -27,14 +27,12 @@ import threading
 import warnings
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
-from .data.images import _check_file, _check_pixels, _to_rgb, _upright, to_rgb_array
+from .data.images import TIFF_SUFFIXES, _check_file, _check_pixels, _to_rgb, _upright, to_rgb_array
 from .errors import DataError
 
-TIFF_SUFFIXES = {".tif", ".tiff"}
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 

@@ -25,7 +25,8 @@ from PIL import Image, ImageOps
 
 from ..errors import DataError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what is read as an image, lower case
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def image_files_in(folder) -> list[Path]:

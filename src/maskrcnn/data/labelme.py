@@ -24,14 +24,13 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ..errors import DataError
-from .images import image_size
+from .images import IMAGE_SUFFIXES, image_size
 from .instances import (AnnotatedDataset, ImageRecord, Instance, decode_embedded_image, ellipse_mask, finite_points,
                         mask_to_rle, paste_mask, rectangle_polygon)
 from .paths import join_inside
 from .problems import SkipLog
 
 _SKIPPED_TYPES = ("point", "line", "linestrip", "points")
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class LabelMeDataset(AnnotatedDataset):
@@ -110,7 +109,7 @@ class LabelMeDataset(AnnotatedDataset):
             if os.path.isfile(path) or image_data:
                 return path, image_data
         stem = os.path.join(self.folder, os.path.splitext(name)[0])
-        for extension in _IMAGE_EXTENSIONS + tuple(e.upper() for e in _IMAGE_EXTENSIONS):
+        for extension in IMAGE_SUFFIXES + tuple(e.upper() for e in IMAGE_SUFFIXES):
             if os.path.isfile(stem + extension):
                 return stem + extension, image_data
         if image_data:

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import numpy as np
 
 from ..errors import DataError
+from .images import IMAGE_SUFFIXES
 from .instances import AnnotatedDataset, ImageRecord, Instance, finite_points, mask_to_rle
 from .jsonfile import is_number, read_json_file
 from .paths import join_inside
@@ -125,8 +126,7 @@ def _image_reference(data: dict):
     if isinstance(data.get("image"), str):
         return data["image"]
     for value in data.values():
-        if isinstance(value, str) and os.path.splitext(urlparse(value).path)[1].lower() in (
-                ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"):
+        if isinstance(value, str) and os.path.splitext(urlparse(value).path)[1].lower() in IMAGE_SUFFIXES:
             return value
     return None
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 import os
 
 from ..errors import DataError
-from .images import image_size
+from .images import IMAGE_SUFFIXES, image_size
 from .instances import AnnotatedDataset, ImageRecord, Instance, rectangle_polygon
 from .problems import SkipLog
-
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class YoloDataset(AnnotatedDataset):
@@ -62,7 +60,7 @@ class YoloDataset(AnnotatedDataset):
             where = os.path.join(self.image_dir, str(entry))
             if os.path.isdir(where):
                 paths += sorted(os.path.join(folder, name) for folder, _, names in os.walk(where)
-                                for name in names if name.lower().endswith(_IMAGE_EXTENSIONS))
+                                for name in names if name.lower().endswith(IMAGE_SUFFIXES))
             elif os.path.isfile(where) and where.endswith(".txt"):
                 with open(where, encoding="utf-8") as file:
                     paths += [os.path.normpath(os.path.join(self.image_dir, line.strip()))
