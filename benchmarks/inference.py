@@ -7,6 +7,8 @@
 Backends, one table:
     torchvision   torchvision's model called as `model([image])` under no_grad (eager)
     ours          `MaskRCNN.predict([image])`, built from it by `maskrcnn.interop.from_torchvision`
+    ours bf16     the same under bfloat16 autocast (`bfloat16.Bfloat16Predictor`, `--precision bf16`), where the
+                  CPU has bfloat16 instructions (else the row is left out)
     onnxruntime   `export.OnnxPredictor` of `export.to_onnx(ours)` (the graph is `find_instances`)
     openvino f32  `export.OpenVinoPredictor(..., precision="f32")` of the same file
     openvino bf16 the same with precision="bf16", where the CPU has bfloat16 kernels (else the row is left out)
@@ -22,7 +24,7 @@ What it does:
     (time.process_time: the CPU seconds of all of this process's threads, which a busy shared machine disturbs
     much less than the wall clock). Every backend runs with `--threads` threads (torch.set_num_threads,
     onnxruntime's intra-op threads, OpenVINO's INFERENCE_NUM_THREADS);
-  - "agrees": each ONNX backend's detections against ours on the timed image, with tests/test_export.py's
+  - "agrees": each other backend's detections against ours on the timed image, with tests/test_export.py's
     tolerances (count, labels, boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99); bfloat16 is not
     expected to agree (it rounds activations to 8 bits of mantissa) and its largest box and score differences
     are printed;
@@ -56,7 +58,8 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from maskrcnn.backends import cpu_description, same_detections  # noqa: E402
-from maskrcnn.cpu import flush_denormals, reuse_freed_memory  # noqa: E402
+from maskrcnn.bfloat16 import Bfloat16Predictor  # noqa: E402
+from maskrcnn.cpu import flush_denormals, has_bf16_kernels, reuse_freed_memory  # noqa: E402
 from maskrcnn.interop import from_torchvision  # noqa: E402
 
 DEFAULT_SIZES = ("800x1066", "480x640")
@@ -246,7 +249,9 @@ def main() -> None:
     print(f"{args.threads} threads for every backend; {', '.join(versions)}; denormals flushed to zero: "
           f"{'yes' if flushed else 'no'}; freed memory kept: {'yes' if kept else 'no'}; load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as folder:
-        others = {} if args.no_onnx else onnx_backends(ours, folder, args.threads)
+        others = {"ours bf16": Bfloat16Predictor(ours)} if has_bf16_kernels() else {}
+        if not args.no_onnx:
+            others.update(onnx_backends(ours, folder, args.threads))
         weights = os.path.join(folder, "weights.pt")
         if args.memory:
             torch.save(reference.state_dict(), weights)

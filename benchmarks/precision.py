@@ -10,7 +10,8 @@ Part one, accuracy (--weights: a model from `maskrcnn demo`, seed --seed):
   - the model is exported with `export.to_onnx`; the int8 model is `quantize.quantize_int8` of that file,
     calibrated on --calibration-images of the demo's training images (the same ShapesDataset spec it trained
     on, `shapes:TRAIN_IMAGES:SIDE:SEED`), spread evenly over them, as `maskrcnn export --int8` does;
-  - rows: torch (`MaskRCNN.predict`), openvino f32, openvino bf16 (where OpenVINO lists BF16 for this CPU),
+  - rows: torch (`MaskRCNN.predict`), torch bf16 (`bfloat16.Bfloat16Predictor`, `--precision bf16`, where the
+    CPU has bfloat16 instructions), openvino f32, openvino bf16 (where OpenVINO lists BF16 for this CPU),
     openvino int8 (the int8 IR as `maskrcnn export --int8` writes it, its unquantised operations in f32),
     int8 + bf16 (those in bf16), and int8 heads f32 (`quantize.BACKBONE_SCOPE`: only the backbone, FPN and RPN
     in int8);
@@ -42,7 +43,8 @@ import torch  # noqa: E402
 
 from maskrcnn import Config, MaskRCNN, demo, load  # noqa: E402
 from maskrcnn.backends import cpu_description  # noqa: E402
-from maskrcnn.cpu import flush_denormals  # noqa: E402
+from maskrcnn.bfloat16 import Bfloat16Predictor  # noqa: E402
+from maskrcnn.cpu import flush_denormals, has_bf16_kernels  # noqa: E402
 from maskrcnn.data import ShapesDataset  # noqa: E402
 from maskrcnn.evaluation import ground_truth_detections, map50_scores  # noqa: E402
 from maskrcnn.export import OpenVinoPredictor, to_onnx  # noqa: E402
@@ -53,8 +55,8 @@ RESNET50_SIZE = (800, 1066)
 
 
 def predictors(model, folder: Path, calibration, threads: int) -> dict:
-    """torch, and OpenVINO f32 / bf16 / int8 / int8 + bf16 / int8 with the heads in float32 of `model`'s exported
-    file (bf16 rows only where the CPU has bfloat16 kernels)."""
+    """torch (f32 and bf16), and OpenVINO f32 / bf16 / int8 / int8 + bf16 / int8 with the heads in float32 of
+    `model`'s exported file (bf16 rows only where the CPU has bfloat16 kernels)."""
     onnx_path = to_onnx(model, folder / "model.onnx")
     int8 = {}
     for name, scope in (("int8", QUANTIZED_SCOPE), ("int8 heads f32", BACKBONE_SCOPE)):
@@ -62,7 +64,12 @@ def predictors(model, folder: Path, calibration, threads: int) -> dict:
         int8[name] = quantize_int8(onnx_path, calibration, folder / f"model.{name.replace(' ', '_')}.xml", scope=scope,
                                    report=lambda line: None)
         print(f"{name} quantisation: {len(calibration)} calibration images, {time.perf_counter() - started:.0f} s")
-    found = {"torch": model, "openvino f32": OpenVinoPredictor(onnx_path, threads=threads)}
+    found = {"torch": model}
+    if has_bf16_kernels():
+        found["torch bf16"] = Bfloat16Predictor(model)
+    else:
+        print("torch bf16 row left out: this CPU has no bfloat16 instructions")
+    found["openvino f32"] = OpenVinoPredictor(onnx_path, threads=threads)
     bf16 = cpu_supports_bf16()
     if bf16:
         found["openvino bf16"] = OpenVinoPredictor(onnx_path, threads=threads, precision="bf16")

@@ -5,6 +5,8 @@ Backends (each a predictor with `config`, `class_names` and `predict(images, sco
     torch        MaskRCNN.predict                      needs --weights
     onnxruntime  export.OnnxPredictor                  needs --onnx (a file from `maskrcnn export`)
     openvino     export.OpenVinoPredictor, float32     needs --onnx; the openvino extra
+Precision (`--precision`): f32, or bf16 for torch (bfloat16.Bfloat16Predictor) and openvino, on CPUs with
+bfloat16 instructions; onnxruntime and auto run float32 only.
     auto         the fastest of those that run here and give PyTorch's detections, measured once per machine
                  and model, the choice cached in a small JSON file
 
@@ -39,6 +41,7 @@ from .files import atomic_write_json
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CHOICES = BACKENDS + ("auto",)
+PRECISIONS = ("f32", "bf16")
 CACHE_FILE = "backends.json"
 PROBE_ROUNDS = 5  # timed runs of each backend after its warm-up
 
@@ -85,14 +88,22 @@ def _versions() -> dict:
     return versions
 
 
-def build(backend: str, *, weights=None, onnx=None, threads: int | None = None):
-    """The predictor of one backend (not auto); a ConfigError names the missing file option."""
+def build(backend: str, *, weights=None, onnx=None, threads: int | None = None, precision: str = "f32"):
+    """The predictor of one backend (not auto) in `precision`; a ConfigError names the missing file option."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if backend == "onnxruntime" and precision != "f32":
+        raise ConfigError(f"--backend onnxruntime runs float32 only; precision {precision} is for --backend torch or openvino")
     if backend == "torch":
         if not weights:
             raise ConfigError("--weights is required: a model .pt (from train or convert), a matterport .h5, a "
                               "torchvision state dict .pth, or torchvision-coco")
         from .saving import load_weights
 
+        if precision == "bf16":
+            from .bfloat16 import Bfloat16Predictor
+
+            return Bfloat16Predictor(load_weights(weights))
         return load_weights(weights)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}: choose one of {', '.join(CHOICES)}")
@@ -104,7 +115,7 @@ def build(backend: str, *, weights=None, onnx=None, threads: int | None = None):
         return OnnxPredictor(onnx, threads=threads)
     from .openvino_backend import OpenVinoPredictor
 
-    return OpenVinoPredictor(onnx, threads=threads)
+    return OpenVinoPredictor(onnx, threads=threads, precision=precision)
 
 
 def same_detections(expected, got) -> bool:
@@ -136,11 +147,16 @@ def pick(measured: dict, unusable: dict[str, str]) -> dict:
             "seconds": seconds, "agrees": agrees, "unusable": dict(unusable)}
 
 
-def load(backend: str, *, weights=None, onnx=None, threads: int | None = None, report=print) -> tuple[str, object]:
-    """(the backend's name, its predictor): the named backend, or for "auto" the one `choose` picks here."""
+def load(backend: str, *, weights=None, onnx=None, threads: int | None = None, precision: str = "f32",
+         report=print) -> tuple[str, object]:
+    """(the backend's name, its predictor): the named backend in `precision`, or for "auto" the one `choose`
+    picks here (float32 only: it keeps a backend only if its detections are PyTorch's float32 ones)."""
     if backend == "auto":
+        if precision != "f32":
+            raise ConfigError(f"--backend auto picks among backends that give PyTorch's float32 detections; for "
+                              f"precision {precision} name the backend: --backend torch or openvino")
         return choose(weights, onnx, threads=threads, report=report)
-    return backend, build(backend, weights=weights, onnx=onnx, threads=threads)
+    return backend, build(backend, weights=weights, onnx=onnx, threads=threads, precision=precision)
 
 
 def choose(weights=None, onnx=None, *, threads: int | None = None, report=print, candidates: dict | None = None):

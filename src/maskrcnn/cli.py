@@ -63,6 +63,10 @@ ONNX_HELP = ("the .onnx file (maskrcnn export) for --backend onnxruntime, openvi
              "model.int8.xml that maskrcnn export --int8 writes")
 BACKEND_HELP = ("torch (default), onnxruntime or openvino (these two run --onnx), or auto: the fastest of them that gives "
                 "PyTorch's detections on this machine, measured once per machine and model and cached (backends.py)")
+PRECISION_CHOICES = ["f32", "bf16"]
+PRECISION_HELP = ("f32 (default) or bf16: convolutions and matrix products in bfloat16, for --backend torch or openvino on "
+                  "CPUs with bfloat16 instructions (AVX-512 BF16 or AMX); faster there, slightly less accurate (the "
+                  "README's Precision on the CPU)")
 SKIP_HELP = ("largest share of the annotations that may be skipped as unusable before the data set is refused "
              "(default: 0.05)")
 
@@ -128,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", help=f"{WEIGHTS_HELP} (required unless --backend onnxruntime or openvino)")
     evaluate.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     evaluate.add_argument("--onnx", help=ONNX_HELP)
+    evaluate.add_argument("--precision", choices=PRECISION_CHOICES, default="f32", help=PRECISION_HELP)
     evaluate.add_argument("--data", required=True, help=DATA_HELP)
     evaluate.add_argument("--out", default="metrics.json", help="write the metrics as JSON here (default: metrics.json)")
     evaluate.add_argument("--results", help="also write the COCO results JSON (detections) here")
@@ -145,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
                          "for results.json, and 0.5 for the pictures: a low evaluation threshold such as 0.05 would clutter them)")
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     predict.add_argument("--onnx", help=ONNX_HELP)
+    predict.add_argument("--precision", choices=PRECISION_CHOICES, default="f32", help=PRECISION_HELP)
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.add_argument("--workers", type=int, default=2, help="threads that decode the next images and write the pictures "
                          "while the model runs (default: 2; 0: one step after another)")
@@ -192,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help=BACKEND_HELP)
     serve.add_argument("--onnx", help=ONNX_HELP)
+    serve.add_argument("--precision", choices=PRECISION_CHOICES, default="f32", help=PRECISION_HELP)
     serve.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images with 413 (default: 40000000)")
     serve.add_argument("--workers", type=int, default=1, help="model workers; the CPU's cores are divided among them and "
                        "requests queue for a free one (default: 1)")
@@ -301,7 +308,8 @@ def cmd_evaluate(args) -> int:
     if not args.weights and not args.onnx:
         raise ConfigError("maskrcnn evaluate needs the model: --weights W (or --onnx FILE.onnx with --backend onnxruntime or openvino)")
     evaluate(args.weights, args.data, out=args.out, results=args.results, progress=not args.no_progress,
-             max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx, report_dir=args.report,
+             max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx, precision=args.precision,
+             report_dir=args.report,
              score_threshold=args.score_threshold, iou_threshold=args.iou)
     return 0
 
@@ -310,7 +318,7 @@ def cmd_predict(args) -> int:
     from .runs import predict
 
     unreadable = predict(args.inputs, weights=args.weights, backend=args.backend, onnx=args.onnx, out=args.out,
-                         score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
+                         precision=args.precision, score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
                          overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections,
                          label_format=args.format, workers=args.workers)
     if unreadable:
@@ -351,7 +359,7 @@ def cmd_serve(args) -> int:
     from .serve import serve
 
     serve(args.weights, host=args.host, port=args.port, backend=args.backend, onnx=args.onnx, max_pixels=args.max_pixels,
-          workers=args.workers, report=lambda line: print(line, flush=True))
+          workers=args.workers, precision=args.precision, report=lambda line: print(line, flush=True))
     return 0
 
 

@@ -78,6 +78,14 @@ def has_avx512() -> bool:
 
 
 @functools.cache
+def has_bf16_kernels() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16, or AMX tiles), which oneDNN's bfloat16
+    convolutions and matrix products need to run faster than float32; without them they run emulated."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private in torch 2.x; absent: ask AMX only
+    return bool(probe and probe()) or has_amx()
+
+
+@functools.cache
 def has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bfloat16
     convolutions and matrix products on them: the demo's training step under bfloat16 autocast took 0.71x

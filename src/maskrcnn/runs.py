@@ -207,15 +207,15 @@ def _initial_weights(model, options: TrainOptions, report, load_weights) -> None
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(weights: str | None, data: str, *, out, results=None, progress: bool = True,
              max_skip_fraction: float | None = None, report=print, backend: str = "torch", onnx=None,
-             report_dir=None, score_threshold: float = 0.0, iou_threshold: float = 0.5) -> dict:
-    """COCO metrics of the model `weights` (or the `onnx` file, run by `backend`: load_predictor) on the data set
+             precision: str = "f32", report_dir=None, score_threshold: float = 0.0, iou_threshold: float = 0.5) -> dict:
+    """COCO metrics of the model `weights` (or the `onnx` file, run by `backend` in `precision`: load_predictor) on the data set
     spec `data`; printed as a table and written to `out`. score_threshold: detections counted (0: every one, up
     to detection_max_instances an image, the COCO standard); report_dir: also write report.html and
     report.json there (report.py), with precision, recall, F1 and confusion at score_threshold and iou_threshold."""
     from .data import load_dataset_spec
     from .evaluation import evaluate_coco, format_table
 
-    model = load_predictor(weights, backend=backend, onnx=onnx, report=report)
+    model = load_predictor(weights, backend=backend, onnx=onnx, precision=precision, report=report)
     extra = {} if max_skip_fraction is None else {"max_skip_fraction": max_skip_fraction}
     dataset = load_dataset_spec(data, allow_empty=True, **extra)
     model = categories.for_dataset(model, dataset, report=report)  # e.g. torchvision's 91 COCO slots, by category id
@@ -254,15 +254,16 @@ def images_in(inputs) -> list[Path]:
     return found
 
 
-def load_predictor(weights=None, *, backend: str = "torch", onnx=None, report=print):
+def load_predictor(weights=None, *, backend: str = "torch", onnx=None, precision: str = "f32", report=print):
     """A MaskRCNN from `weights` (saving.load_weights), an export.OnnxPredictor or export.OpenVinoPredictor of the
-    `onnx` file, or with backend "auto" the fastest of them that agrees with PyTorch here (backends.choose)."""
+    `onnx` file, or with backend "auto" the fastest of them that agrees with PyTorch here (backends.choose);
+    precision "bf16" for torch (bfloat16.Bfloat16Predictor) or openvino on CPUs with bfloat16 instructions."""
     from . import backends
 
-    return backends.load(backend, weights=weights, onnx=onnx, report=report)[1]
+    return backends.load(backend, weights=weights, onnx=onnx, precision=precision, report=report)[1]
 
 
-def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, score_threshold: float | None = None,
+def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, precision: str = "f32", out, score_threshold: float | None = None,
             progress: bool = True, report=print, tile: int | None = None, overlap: int = 128, batch_size: int = 1,
             max_detections: int | None = None, label_format: str | None = None, workers: int = 2) -> list[Path]:
     """Run a model (`load_predictor`) on image files and folders; write into `out` a picture per image
@@ -296,7 +297,7 @@ def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, out, sco
     if max_detections is not None and max_detections < 0:
         raise ConfigError(f"--max-detections must be 0 or more, got {max_detections}")
     paths = images_in(inputs)
-    predictor = load_predictor(weights, backend=backend, onnx=onnx, report=report)
+    predictor = load_predictor(weights, backend=backend, onnx=onnx, precision=precision, report=report)
     class_names = list(predictor.class_names)
     category_ids = categories.id_of_label(predictor)  # results.json keeps the data set's own category ids
     out = Path(out)

@@ -41,6 +41,7 @@ CONFIG_SUMMARY = ("num_classes", "backbone", "layout", "image_resize_mode", "ima
 @dataclass
 class ServerSettings:
     backend: str = "torch"  # "torch", "onnxruntime" or "openvino" (what auto chose): reported by /model
+    precision: str = "f32"  # "f32" or "bf16" (backends.PRECISIONS): reported by /model
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused with 413
     max_bytes: int = DEFAULT_MAX_BYTES  # larger uploads are refused with 413
 
@@ -82,6 +83,7 @@ def create_app(predictor, pool: WorkerPool, settings: ServerSettings = ServerSet
             "class_names": class_names,
             "config": {name: getattr(config, name) for name in CONFIG_SUMMARY if hasattr(config, name)},
             "backend": settings.backend,
+            "precision": settings.precision,
             "workers": pool.workers,
             "threads_per_worker": pool.threads,
             "max_pixels": settings.max_pixels,

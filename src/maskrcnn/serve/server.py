@@ -14,36 +14,39 @@ from .workers import WorkerPool, threads_per_worker
 ONNX_BACKENDS = ("onnxruntime", "openvino")
 
 
-def load_served_predictor(weights, *, backend: str = "torch", onnx=None, threads: int = 1, report=print):
+def load_served_predictor(weights, *, backend: str = "torch", onnx=None, threads: int = 1, precision: str = "f32",
+                          report=print):
     """(backend name, predictor) as `maskrcnn predict` loads them (backends.load), with `threads` for each worker;
     "auto" gives the backend it chose. `--weights model.onnx` stands for `--onnx model.onnx` with an ONNX backend."""
     from .. import backends
 
     if backend in ONNX_BACKENDS and onnx is None and weights and Path(str(weights)).suffix.lower() == ".onnx":
         weights, onnx = None, weights
-    return backends.load(backend, weights=weights, onnx=onnx, threads=threads, report=report)
+    return backends.load(backend, weights=weights, onnx=onnx, threads=threads, precision=precision, report=report)
 
 
 def build_app(weights=None, *, backend: str = "torch", onnx=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-              workers: int = 1, report=print):
+              workers: int = 1, precision: str = "f32", report=print):
     """The app for `maskrcnn serve`, with its worker pool: (app, pool)."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if max_pixels is not None and max_pixels < 1:
         raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     threads = threads_per_worker(workers)
-    name, predictor = load_served_predictor(weights, backend=backend, onnx=onnx, threads=threads, report=report)
+    name, predictor = load_served_predictor(weights, backend=backend, onnx=onnx, threads=threads, precision=precision,
+                                            report=report)
     pool = WorkerPool(workers, threads=threads)
-    return create_app(predictor, pool, ServerSettings(backend=name, max_pixels=max_pixels)), pool
+    return create_app(predictor, pool, ServerSettings(backend=name, precision=precision, max_pixels=max_pixels)), pool
 
 
 def serve(weights=None, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch", onnx=None,
-          max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int = 1, report=print) -> None:
+          max_pixels: int | None = DEFAULT_MAX_PIXELS, workers: int = 1, precision: str = "f32", report=print) -> None:
     """Serve the model until interrupted (`maskrcnn serve`)."""
     import uvicorn
 
-    app, pool = build_app(weights, backend=backend, onnx=onnx, max_pixels=max_pixels, workers=workers, report=report)
-    report(f"serving {weights or onnx} ({backend}, {pool.workers} worker(s) x {pool.threads} thread(s)) on http://{host}:{port}/")
+    app, pool = build_app(weights, backend=backend, onnx=onnx, max_pixels=max_pixels, workers=workers,
+                          precision=precision, report=report)
+    report(f"serving {weights or onnx} ({backend} {precision}, {pool.workers} worker(s) x {pool.threads} thread(s)) on http://{host}:{port}/")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
