@@ -30,6 +30,7 @@ require_serve_extra()  # a missing dependency fails the module with what to run,
 from fastapi.testclient import TestClient  # noqa: E402
 
 from maskrcnn import Detections  # noqa: E402
+from maskrcnn.cpu import has_bf16_kernels  # noqa: E402
 from maskrcnn.data import read_image  # noqa: E402
 from maskrcnn.saving import save  # noqa: E402
 from maskrcnn.serve import BackgroundServer, ServerSettings, WorkerPool, build_app, create_app  # noqa: E402
@@ -100,7 +101,7 @@ def test_health_and_model(client):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/model").json()
     assert info["class_names"] == CLASS_NAMES
-    assert info["backend"] == "torch"
+    assert info["backend"] == "torch" and info["precision"] == "f32"
     assert info["config"]["backbone"] == "resnet18" and info["config"]["num_classes"] == 4
     assert info["workers"] == 1 and info["max_pixels"] == 100_000
 
@@ -332,7 +333,23 @@ def test_client_that_disconnects_does_not_take_the_worker_down(model):
     torch.set_num_threads(THREADS)
 
 
-# ---------------------------------------------------------------------------------------------- ONNX, command
+# ---------------------------------------------------------------------------------------------- precision, ONNX, command
+@pytest.mark.skipif(not has_bf16_kernels(), reason="this CPU has no bfloat16 instructions")
+def test_precision_bf16_behind_the_same_api(model, image_files, tmp_path):
+    from maskrcnn.bfloat16 import Bfloat16Predictor
+
+    save(model, tmp_path / "model.pt")
+    app, pool = build_app(tmp_path / "model.pt", backend="torch", precision="bf16", workers=1)
+    client = TestClient(app)
+    info = client.get("/model").json()
+    assert (info["backend"], info["precision"]) == ("torch", "bf16")
+    expected = Bfloat16Predictor(model).predict([read_image(image_files["rgb.png"])])[0]
+    response = client.post("/predict", files={"image": ("rgb.png", image_files["rgb.png"].read_bytes())})
+    assert_equal_to_predict(response.json(), expected)
+    pool.close()
+    torch.set_num_threads(THREADS)
+
+
 def test_onnx_backend_behind_the_same_api(model, image_files, tmp_path):
     from maskrcnn.export import OnnxPredictor, to_onnx
 
