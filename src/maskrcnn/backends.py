@@ -4,11 +4,11 @@ correct one here.
 Backends (each a predictor with `config`, `class_names` and `predict(images, score_threshold=None)`):
     torch        MaskRCNN.predict                      needs --weights
     onnxruntime  export.OnnxPredictor                  needs --onnx (a file from `maskrcnn export`)
-    openvino     export.OpenVinoPredictor, float32     needs --onnx; the openvino extra
-Precision (`--precision`): f32, or bf16 for torch (bfloat16.Bfloat16Predictor) and openvino, on CPUs with
-bfloat16 instructions; onnxruntime and auto run float32 only.
+    openvino     export.OpenVinoPredictor              needs --onnx; the openvino extra
     auto         the fastest of those that run here and give PyTorch's detections, measured once per machine
                  and model, the choice cached in a small JSON file
+Precision (`--precision`): f32, or bf16 for torch (bfloat16.Bfloat16Predictor) and openvino, on CPUs with
+bfloat16 instructions; onnxruntime and auto run float32 only.
 
 `auto` exports the weights to ONNX itself (into the cache folder) when no --onnx is given, then measures each
 backend in a process of its own (backend_probe.py): onnxruntime and OpenVINO loaded into one process corrupted
