@@ -9,6 +9,8 @@ Backends, one table:
     ours          `MaskRCNN.predict([image])`, built from it by `maskrcnn.interop.from_torchvision`
     ours bf16     the same under bfloat16 autocast (`bfloat16.Bfloat16Predictor`, `--precision bf16`), where the
                   CPU has bfloat16 instructions (else the row is left out)
+    torchvision bf16  torchvision's model under the same autocast, beside ours bf16: the same precision on both
+                  sides (the ratio columns stay against torchvision in float32)
     onnxruntime   `export.OnnxPredictor` of `export.to_onnx(ours)` (the graph is `find_instances`)
     openvino f32  `export.OpenVinoPredictor(..., precision="f32")` of the same file
     openvino bf16 the same with precision="bf16", where the CPU has bfloat16 kernels (else the row is left out)
@@ -114,10 +116,17 @@ def onnx_backends(ours, folder: str, threads: int) -> dict:
     return found
 
 
+def reference_in_bfloat16(reference, image):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return reference([image])[0]["boxes"]
+
+
 def compare_speed(reference, ours, others: dict, size, rounds: int) -> dict:
     """Median wall and CPU seconds of every backend on one image, alternating; detection counts; agreement."""
     image = image_of(size)
     calls = {"torchvision": lambda: reference([image])[0]["boxes"], "ours": lambda: ours.predict([image])[0]}
+    if "ours bf16" in others:  # the same precision on both sides
+        calls["torchvision bf16"] = lambda: reference_in_bfloat16(reference, image)
     calls.update({name: (lambda p=predictor: p.predict([image])[0]) for name, predictor in others.items()})
     times = {name: {"wall": [], "cpu": []} for name in calls}
     with torch.no_grad():
@@ -255,7 +264,7 @@ def main() -> None:
         weights = os.path.join(folder, "weights.pt")
         if args.memory:
             torch.save(reference.state_dict(), weights)
-        print(f"{'size':>9} {'backend':>13} {'dets':>4} {'median s':>9} {'CPU s':>7} {'/ tv wall':>9} {'/ tv CPU':>8} "
+        print(f"{'size':>9} {'backend':>16} {'dets':>4} {'median s':>9} {'CPU s':>7} {'/ tv wall':>9} {'/ tv CPU':>8} "
               f"{'agrees with ours':<18}" + (f" {'peak RSS MiB':>12} {'inference MiB':>13}" if args.memory else ""))
         for size in sizes:
             result = compare_speed(reference, ours, others, size, args.rounds)
@@ -263,7 +272,7 @@ def main() -> None:
             medians = {name: (statistics.median(t["wall"]), statistics.median(t["cpu"])) for name, t in result["times"].items()}
             tv_wall, tv_cpu = medians["torchvision"]
             for name, (wall, cpu_s) in medians.items():
-                line = (f"{size[0]:>4}x{size[1]:<4} {name:>13} {result['counts'][name]:>4} {wall:>9.2f} {cpu_s:>7.2f} "
+                line = (f"{size[0]:>4}x{size[1]:<4} {name:>16} {result['counts'][name]:>4} {wall:>9.2f} {cpu_s:>7.2f} "
                         f"{wall / tv_wall:>9.3f} {cpu_s / tv_cpu:>8.3f} {result['agrees'].get(name, '-'):<18}")
                 if name in memory:
                     peak, loaded = memory[name]

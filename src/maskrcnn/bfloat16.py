@@ -1,11 +1,13 @@
 """PyTorch inference with convolutions and matrix products in bfloat16: `--backend torch --precision bf16`.
 
 Under `torch.autocast` the convolutions, linear layers and matrix products take bfloat16 inputs (8 bits of
-mantissa) and accumulate in float32; the rest (proposal and box decoding, NMS, ROIAlign's sampling, softmax,
-mask pasting) stays in float32, and the weights are not changed. On a CPU with AMX tiles oneDNN runs those
-products on them: measured on a 2-core Intel Xeon (Sapphire Rapids class), ResNet-50 FPN at 800x1066 with 100
-detections took 0.34-0.43 of the float32 time over three runs (0.24-0.26 of torchvision's float32 model's). The cost is accuracy, measured on the demo's trained model by
-benchmarks/precision.py; the detections are no longer PyTorch's float32 ones to the last pixel.
+mantissa) and accumulate in float32; what follows them takes their outputs as they are, or in float32 where
+autocast or an operand in float32 asks for it (anchors, image windows), and the detections come back in
+float32. The weights are not changed. On a CPU with AMX tiles oneDNN runs those products on them: measured on
+a 2-core Intel Xeon (Sapphire Rapids class), ResNet-50 FPN at 800x1066 with 100 detections took 0.34-0.43 of
+the float32 time over four runs (0.24-0.28 of torchvision's in float32, 0.36-0.47 of torchvision's under the
+same autocast). The cost is accuracy, measured on the demo's trained model by benchmarks/precision.py (no
+loss there); the detections are not PyTorch's float32 ones to the last pixel.
 """
 from __future__ import annotations
 
