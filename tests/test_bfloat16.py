@@ -93,3 +93,20 @@ def test_maskrcnn_predict_with_precision_bf16(model, tmp_path):
         expected = model.predict([pixels], score_threshold=0.0)[0]
     assert len(results) == len(expected) > 0
     assert np.allclose(sorted(r["score"] for r in results), sorted(expected.scores.tolist()), atol=1e-6)
+
+
+@needs_bf16
+def test_maskrcnn_evaluate_with_precision_bf16_predicts_through_the_bfloat16_predictor(model, tmp_path, monkeypatch):
+    maskrcnn.save(model, tmp_path / "model.pt")
+    calls = []
+    original = Bfloat16Predictor.predict
+
+    def counted(self, images, **kwargs):
+        calls.append(len(images))
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(Bfloat16Predictor, "predict", counted)
+    code = main(["evaluate", "--weights", str(tmp_path / "model.pt"), "--data", "shapes:3:64", "--precision", "bf16",
+                 "--out", str(tmp_path / "metrics.json"), "--no-progress"])
+    assert code == 0 and sum(calls) == 3  # every image through the bfloat16 predictor
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"bbox", "segm"}
