@@ -44,6 +44,33 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return keep[scores[keep].sort(descending=True)[1]]
 
 
+# The first prefix `first_kept_nms` tries, in boxes; it grows by PREFIX_GROWTH until enough are kept.
+FIRST_PREFIX, PREFIX_GROWTH = 1024, 4
+
+
+def first_kept_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, count: int) -> Tensor:
+    """batched_nms(boxes, scores, idxs, iou_threshold)[:count] for boxes already in decreasing order of score,
+    without suppressing among the boxes that cannot make the first `count`.
+
+    Whether a box survives depends only on the higher-scoring boxes of its group, so NMS over the first n boxes
+    keeps exactly the kept boxes among those n; once it keeps `count` of them, every later box ranks below them.
+    The prefix starts at FIRST_PREFIX boxes and grows until it keeps `count` or holds every box. The detection
+    layer at score threshold 0 (the COCO evaluation, the benchmarks) has 1000 ROIs x 90 classes = 90,000
+    candidates of which 100 are kept: one NMS over about a thousand instead of 90 over a thousand each.
+    Scores must be distinct (ties would make "the first n" depend on the sort); traced for ONNX export, the
+    whole NMS runs, as the graph needs one shape-independent path.
+    """
+    total = boxes.shape[0]
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return batched_nms(boxes, scores, idxs, iou_threshold)[:count]
+    prefix = min(total, max(FIRST_PREFIX, count))
+    while True:
+        keep = batched_nms(boxes[:prefix], scores[:prefix], idxs[:prefix], iou_threshold)  # (K,) into the prefix
+        if keep.shape[0] >= count or prefix == total:
+            return keep[:count]
+        prefix = min(total, prefix * PREFIX_GROWTH)
+
+
 def top_k_stable(scores: Tensor, k) -> Tensor:
     """(..., k) indices of the k largest scores along the last dimension, ties to the lower index (as
     tf.nn.top_k).

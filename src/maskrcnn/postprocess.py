@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .boxes import clip_to_window, keep_min_size
-from .nms import batched_nms, top_k_stable  # torchvision's result, without a full pass per class
+from .nms import first_kept_nms, top_k_stable  # torchvision's result, without a full pass per class
 
 if TYPE_CHECKING:  # for the annotation only: frame.PixelFrame finishes with this module's paste_masks
     from .frame import PixelFrame
@@ -75,7 +75,7 @@ def detect(
     order = top_k_stable(scores, scores.shape[0])  # (K,)
     boxes, scores, labels = boxes[order], scores[order], labels[order]
     rank = torch.arange(scores.shape[0], 0, -1, dtype=boxes.dtype, device=boxes.device)  # (K,) distinct, decreasing
-    keep = batched_nms(boxes, rank, labels, nms_threshold)[:max_instances]  # by decreasing score
+    keep = first_kept_nms(boxes, rank, labels, nms_threshold, max_instances)  # (D,) by decreasing score
     return BoxDetections(boxes[keep], scores[keep], labels[keep])
 
 
