@@ -58,6 +58,7 @@ DATA_HELP = ("data set as FORMAT:PATHS: coco:ANNOTATIONS.json[:IMAGE_DIR], via:R
              "labelstudio:EXPORT.json[:IMAGE_DIR], yolo:DATA.yaml[:SPLIT]; without IMAGE_DIR the images are read from "
              "the JSON file's folder")
 WEIGHTS_HELP = "a model .pt (from train or convert), a matterport .h5, a torchvision state dict .pth, or torchvision-coco"
+# backends.CHOICES and backends.PRECISIONS, written out so that building the parser (and --help) imports no torch.
 BACKEND_CHOICES = ["torch", "onnxruntime", "openvino", "auto"]
 ONNX_HELP = ("the .onnx file (maskrcnn export) for --backend onnxruntime, openvino or auto; for openvino also the int8 "
              "model.int8.xml that maskrcnn export --int8 writes")
@@ -309,8 +310,7 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("maskrcnn evaluate needs the model: --weights W (or --onnx FILE.onnx with --backend onnxruntime or openvino)")
     evaluate(args.weights, args.data, out=args.out, results=args.results, progress=not args.no_progress,
              max_skip_fraction=args.max_skip_fraction, backend=args.backend, onnx=args.onnx, precision=args.precision,
-             report_dir=args.report,
-             score_threshold=args.score_threshold, iou_threshold=args.iou)
+             report_dir=args.report, score_threshold=args.score_threshold, iou_threshold=args.iou)
     return 0
 
 
@@ -318,9 +318,9 @@ def cmd_predict(args) -> int:
     from .runs import predict
 
     unreadable = predict(args.inputs, weights=args.weights, backend=args.backend, onnx=args.onnx, out=args.out,
-                         precision=args.precision, score_threshold=args.score_threshold, progress=not args.no_progress, tile=args.tile,
-                         overlap=args.overlap, batch_size=args.batch_size, max_detections=args.max_detections,
-                         label_format=args.format, workers=args.workers)
+                         precision=args.precision, score_threshold=args.score_threshold, progress=not args.no_progress,
+                         tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                         max_detections=args.max_detections, label_format=args.format, workers=args.workers)
     if unreadable:
         print(f"{len(unreadable)} image(s) could not be read: {', '.join(map(str, unreadable))}", file=sys.stderr)
         return 1

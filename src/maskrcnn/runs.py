@@ -208,9 +208,9 @@ def _initial_weights(model, options: TrainOptions, report, load_weights) -> None
 def evaluate(weights: str | None, data: str, *, out, results=None, progress: bool = True,
              max_skip_fraction: float | None = None, report=print, backend: str = "torch", onnx=None,
              precision: str = "f32", report_dir=None, score_threshold: float = 0.0, iou_threshold: float = 0.5) -> dict:
-    """COCO metrics of the model `weights` (or the `onnx` file, run by `backend` in `precision`: load_predictor) on the data set
-    spec `data`; printed as a table and written to `out`. score_threshold: detections counted (0: every one, up
-    to detection_max_instances an image, the COCO standard); report_dir: also write report.html and
+    """COCO metrics of the model `weights` (or the `onnx` file, run by `backend` in `precision`: load_predictor) on
+    the data set spec `data`; printed as a table and written to `out`. score_threshold: detections counted (0:
+    every one, up to detection_max_instances an image, the COCO standard); report_dir: also write report.html and
     report.json there (report.py), with precision, recall, F1 and confusion at score_threshold and iou_threshold."""
     from .data import load_dataset_spec
     from .evaluation import evaluate_coco, format_table
@@ -263,9 +263,10 @@ def load_predictor(weights=None, *, backend: str = "torch", onnx=None, precision
     return backends.load(backend, weights=weights, onnx=onnx, precision=precision, report=report)[1]
 
 
-def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, precision: str = "f32", out, score_threshold: float | None = None,
-            progress: bool = True, report=print, tile: int | None = None, overlap: int = 128, batch_size: int = 1,
-            max_detections: int | None = None, label_format: str | None = None, workers: int = 2) -> list[Path]:
+def predict(inputs, *, weights=None, backend: str = "torch", onnx=None, precision: str = "f32", out,
+            score_threshold: float | None = None, progress: bool = True, report=print, tile: int | None = None,
+            overlap: int = 128, batch_size: int = 1, max_detections: int | None = None, label_format: str | None = None,
+            workers: int = 2) -> list[Path]:
     """Run a model (`load_predictor`) on image files and folders; write into `out` a picture per image
     (images/NAME.png), results.json (COCO results with the model's category ids: its data set's own, categories.py)
     and images.json (their images and categories).
